@@ -1,0 +1,91 @@
+"""Network building blocks shared by every model.
+
+Layers that meta-learning needs to run with adapted ("fast") weights take an optional
+``params`` mapping from parameter name (as in ``layer.named_parameters()``) to tensor; any name
+missing from the mapping uses the layer's own parameter. This keeps one implementation for the
+ordinary and the fast-weight forward pass.
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+
+def _param(layer, name, params, prefix=""):
+    """The tensor to use for ``layer.<name>``: the fast weight if given, else the parameter."""
+    if params is not None:
+        fast = params.get(prefix + name)
+        if fast is not None:
+            return fast
+    return getattr(layer, name)
+
+
+def sub_params(params, prefix):
+    """The part of a ``params`` mapping under ``prefix.``, with the prefix removed."""
+    if params is None:
+        return None
+    prefix = prefix + "."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+_ACTIVATIONS = {
+    "relu": F.relu,
+    "sigmoid": F.sigmoid,
+    "tanh": F.tanh,
+    "none": lambda x: x,
+}
+
+
+class MLP(nn.Layer):
+    """Stack of Linear -> activation (-> dropout) layers.
+
+    ``dims`` lists the output size of each layer. ``last_activation`` says whether the final layer
+    is followed by the activation too (PaddleRec's towers usually end with a plain Linear).
+    Weights are initialised with normal(0, 1/sqrt(fan_in)), PaddleRec's choice for DeepFM.
+    """
+
+    def __init__(self, input_dim, dims, activation="relu", dropout=0.0, last_activation=True):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"MLP activation {activation!r} unknown; expected one of {sorted(_ACTIVATIONS)}")
+        self.activation = _ACTIVATIONS[activation]
+        self.dropout = dropout
+        self.last_activation = last_activation
+        self.linears = nn.LayerList()
+        for out_dim in dims:
+            init = nn.initializer.Normal(std=1.0 / math.sqrt(input_dim))
+            self.linears.append(nn.Linear(input_dim, out_dim, weight_attr=paddle.ParamAttr(initializer=init)))
+            input_dim = out_dim
+        self.output_dim = input_dim
+
+    def forward(self, x, params=None):
+        last = len(self.linears) - 1
+        for i, linear in enumerate(self.linears):
+            x = F.linear(x, _param(linear, "weight", params, f"linears.{i}."),
+                         _param(linear, "bias", params, f"linears.{i}."))
+            if i < last or self.last_activation:
+                x = self.activation(x)
+                if self.dropout > 0:
+                    x = F.dropout(x, p=self.dropout, training=self.training)
+        return x
+
+
+class FMInteraction(nn.Layer):
+    """Factorization-machine terms over per-field embeddings.
+
+    first order:  sum_i w_i              (w: [batch, fields, 1])
+    second order: 0.5 * sum_k ((sum_i v_ik)^2 - sum_i v_ik^2)   (v: [batch, fields, dim])
+    Both return [batch, 1].
+    """
+
+    @staticmethod
+    def first_order(weights):
+        return paddle.sum(weights, axis=1)
+
+    @staticmethod
+    def second_order(embeddings):
+        summed = paddle.sum(embeddings, axis=1)
+        square_of_sum = summed * summed
+        sum_of_square = paddle.sum(embeddings * embeddings, axis=1)
+        return 0.5 * paddle.sum(square_of_sum - sum_of_square, axis=1, keepdim=True)

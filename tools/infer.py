@@ -1,0 +1,85 @@
+"""Evaluate saved epochs: python tools/infer.py -m models/<area>/<model>/config.yaml [-o key=value ...]
+
+Evaluates runner.infer_start_epoch .. runner.infer_end_epoch - 1 from runner.infer_load_path,
+logs the metrics and writes them to <output>/metrics.json, where <output> is
+runner.infer_output_path if set (then per-sample predictions go there too, one CSV per epoch),
+else <infer_load_path>/infer.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import paddle  # noqa: E402
+
+from models.common.metrics import to_numpy  # noqa: E402
+from tools.utils.checkpoint import complete_epochs, load_checkpoint, write_atomic, write_json  # noqa: E402
+from tools.utils.config import ConfigError  # noqa: E402
+from tools.utils.data import create_dataset, create_loader  # noqa: E402
+from tools.utils.loading import load_reader  # noqa: E402
+from tools.utils.runtime import run_main, setup  # noqa: E402
+
+
+def epochs_to_evaluate(config):
+    load_path = config.get("runner.infer_load_path") or config.get("runner.model_save_path")
+    start = config.get("runner.infer_start_epoch")
+    if start is None:
+        start = config.get("runner.epochs") - 1
+    end = config.get("runner.infer_end_epoch")
+    if end is None:
+        end = start + 1
+    available = complete_epochs(load_path)
+    missing = [e for e in range(start, end) if e not in available]
+    if missing or start >= end:
+        raise ConfigError(
+            f"runner.infer_load_path: no complete checkpoint for epoch(s) {missing or [start]} in {load_path!r} "
+            f"(available: {available or 'none'}; set runner.infer_start_epoch / infer_end_epoch)")
+    return load_path, list(range(start, end))
+
+
+def infer(ctx):
+    """Evaluate the configured epochs; return {epoch: metrics}."""
+    config, dm = ctx.config, ctx.dygraph_model
+    load_path, epochs = epochs_to_evaluate(config)
+    output_path = config.get("runner.infer_output_path")
+    output_dir = output_path or os.path.join(load_path, "infer")
+    model = dm.create_model(config)
+    dataset = create_dataset(load_reader(config, "infer"), config, "infer")
+    metrics, names = dm.create_metrics("infer")
+    results = {}
+    for epoch in epochs:
+        load_checkpoint(load_path, epoch, model)
+        model.eval()
+        for metric in metrics:
+            metric.reset()
+        columns = {}
+        with paddle.no_grad():
+            for batch in create_loader(dataset, config, "infer"):
+                metrics, outputs = dm.infer_forward(model, metrics, batch, config)
+                if output_path:
+                    for name, value in outputs.items():
+                        columns.setdefault(name, []).append(to_numpy(value))
+        values = {n: m.accumulate() for n, m in zip(names, metrics)}
+        ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
+        results[epoch] = values
+        if output_path:
+            frame = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+            frame.index.name = "index"
+            target = os.path.join(output_dir, f"predictions_epoch{epoch}.csv")
+            write_atomic(target, lambda f: frame.to_csv(f, float_format="%.6g"))
+            ctx.log(f"wrote {len(frame)} predictions to {target}")
+    write_json(os.path.join(output_dir, "metrics.json"),
+               {"config": config.path, "load_path": load_path,
+                "infer": [{"epoch": e, **v} for e, v in results.items()]})
+    return results
+
+
+def main(args):
+    """Evaluate saved checkpoints of a model."""
+    return infer(setup(args, distributed=False))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,109 @@
+"""Train a model: python tools/trainer.py -m models/<area>/<model>/config.yaml [-o key=value ...]"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paddle  # noqa: E402
+
+from tools.utils.checkpoint import check_writable, complete_epochs, load_checkpoint, save_checkpoint, write_json  # noqa: E402
+from tools.utils.data import create_dataset, create_loader  # noqa: E402
+from tools.utils.loading import load_reader  # noqa: E402
+from tools.utils.runtime import run_main, setup  # noqa: E402
+
+
+def _format(values):
+    return ", ".join(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}" for k, v in values.items())
+
+
+def train(ctx):
+    """Run the configured epochs; return the per-epoch summaries (also in metrics.json)."""
+    config, dm = ctx.config, ctx.dygraph_model
+    save_path = config.get("runner.model_save_path")
+    if ctx.is_main:
+        check_writable(save_path, "runner.model_save_path")
+    model = dm.create_model(config)
+    optimizer = dm.create_optimizer(model, config)
+    if ctx.world_size > 1:
+        model = paddle.DataParallel(model)
+
+    history, start_epoch = [], 0
+    done = complete_epochs(save_path) if config.get("runner.resume") else []
+    if done:
+        load_checkpoint(save_path, done[-1], model, optimizer)
+        start_epoch = done[-1] + 1
+        history = [h for h in _read_history(save_path) if h["epoch"] < start_epoch]
+        ctx.log(f"resumed from {os.path.join(save_path, str(done[-1]))}, continuing at epoch {start_epoch}")
+
+    dataset = create_dataset(load_reader(config, "train"), config, "train")
+    if getattr(dataset, "skipped_lines", 0):
+        ctx.log(f"skipped {dataset.skipped_lines} malformed lines (runner.skip_bad_lines is true)")
+    metrics, names = dm.create_metrics("train")
+    epochs, interval = config.get("runner.epochs"), config.get("runner.print_interval")
+    for epoch in range(start_epoch, epochs):
+        paddle.seed(config.get("runner.seed") + epoch)  # dropout etc.: same per epoch, so resume is exact
+        model.train()
+        for metric in metrics:
+            metric.reset()
+        loader = create_loader(dataset, config, "train", epoch, ctx.rank, ctx.world_size)
+        loss_sum, seen, epoch_start = 0.0, 0, time.perf_counter()
+        reader_cost = batch_cost = 0.0
+        interval_seen = 0
+        tick = time.perf_counter()
+        for batch_id, batch in enumerate(loader):
+            fetched = time.perf_counter()
+            loss, metrics, print_dict = dm.train_forward(model, metrics, batch, config)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            rows = dm.batch_rows(batch)
+            loss_sum += float(loss) * rows
+            seen += rows
+            interval_seen += rows
+            done_at = time.perf_counter()
+            reader_cost += fetched - tick
+            batch_cost += done_at - tick
+            tick = done_at
+            if (batch_id + 1) % interval == 0:
+                values = {"loss": loss_sum / seen}
+                values.update({n: m.accumulate() for n, m in zip(names, metrics)})
+                values.update(print_dict or {})
+                ctx.log(f"epoch: {epoch}, batch: {batch_id + 1}, {_format(values)}, "
+                        f"avg_reader_cost: {reader_cost / interval:.5f} sec, "
+                        f"avg_batch_cost: {batch_cost / interval:.5f} sec, "
+                        f"avg_samples: {interval_seen / interval:.1f}, ins/s: {interval_seen / batch_cost:.1f}")
+                reader_cost = batch_cost = 0.0
+                interval_seen = 0
+        seconds = time.perf_counter() - epoch_start
+        summary = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "samples": seen,
+                   "seconds": round(seconds, 3), "ins_per_sec": seen / seconds if seconds else 0.0}
+        summary.update({n: m.accumulate() for n, m in zip(names, metrics)})
+        ctx.log(f"epoch {epoch} done: {_format({k: v for k, v in summary.items() if k != 'epoch'})}")
+        history.append(summary)
+        if ctx.is_main:
+            path = save_checkpoint(save_path, epoch, model, optimizer)
+            write_json(os.path.join(save_path, "metrics.json"), {"config": config.path, "train": history})
+            ctx.log(f"saved checkpoint {path}")
+        if ctx.world_size > 1:
+            paddle.distributed.barrier()
+    return history
+
+
+def _read_history(save_path):
+    import json
+
+    try:
+        with open(os.path.join(save_path, "metrics.json"), encoding="utf-8") as f:
+            return json.load(f).get("train", [])
+    except (OSError, ValueError):
+        return []
+
+
+def main(args):
+    """Train a model from its config file."""
+    return train(setup(args))
+
+
+if __name__ == "__main__":
+    run_main(main)

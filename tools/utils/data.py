@@ -1,0 +1,87 @@
+"""Building data loaders from a model's RecDataset: batching, shuffling and sharding.
+
+A reader whose dataset has ``take(indices)`` (see models.common.data.ArrayDataset) gets whole
+batches fetched by one fancy-index operation; the loader then only moves ready batches. Batches
+are planned here, from (seed, epoch), so that a run is reproducible, resumable and - with worker
+processes or several ranks - reads each sample exactly once.
+"""
+import math
+
+import numpy as np
+import paddle
+
+from models.common.data import list_data_files
+from tools.utils.config import ConfigError
+
+
+def plan_batches(num_rows, batch_size, epoch=0, seed=0, shuffle=False, rank=0, world_size=1):
+    """Row indices of each batch this rank processes in ``epoch``.
+
+    Rows are (optionally) permuted by a generator seeded from (seed, epoch), split into
+    ``world_size`` contiguous shards whose sizes differ by at most one, and cut into batches of
+    ``batch_size``. Every rank gets the same number of batches - data-parallel ranks must step
+    together - so a rank whose shard would give one batch fewer spreads its rows evenly instead.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(num_rows) if shuffle else np.arange(num_rows)
+    shard = np.array_split(order, world_size)[rank]
+    num_batches = math.ceil(math.ceil(num_rows / world_size) / batch_size)
+    batches = [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
+    if len(batches) < num_batches:
+        batches = np.array_split(shard, num_batches)
+    return batches
+
+
+class _PlannedBatches(paddle.io.Dataset):
+    """Item i is batch i of the plan, fetched in one ``dataset.take`` call."""
+
+    def __init__(self, dataset, batches):
+        self.dataset = dataset
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.dataset.take(self.batches[index])
+
+
+class _ListBatchSampler(paddle.io.Sampler):
+    def __init__(self, batches):
+        self.batches = [b.tolist() for b in batches]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def create_dataset(reader_class, config, mode):
+    """Instantiate the reader on the files of runner.train_data_dir / runner.test_data_dir."""
+    key = "runner.train_data_dir" if mode == "train" else "runner.test_data_dir"
+    if not config.get(key):
+        raise ConfigError(f"{config.path}: '{key}' is required to {mode}")
+    return reader_class(list_data_files(config.get(key), key), config)
+
+
+def create_loader(dataset, config, mode, epoch=0, rank=0, world_size=1):
+    """A paddle DataLoader over ``dataset`` for one epoch (see module docstring)."""
+    num_workers = config.get("runner.num_workers")
+    if isinstance(dataset, paddle.io.IterableDataset) or getattr(dataset, "yields_batches", False):
+        # The reader batches (and shards) itself, e.g. a task sampler for meta-learning.
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        return paddle.io.DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    batch_size = config.get(f"runner.{mode}_batch_size") or config.get("runner.train_batch_size")
+    if mode == "train" and len(dataset) < batch_size:
+        raise ConfigError(
+            f"runner.train_batch_size is {batch_size} but the training data "
+            f"({config.get('runner.train_data_dir')}) has only {len(dataset)} rows")
+    if len(dataset) < world_size:
+        raise ConfigError(f"{len(dataset)} rows cannot be shared by {world_size} ranks")
+    batches = plan_batches(
+        len(dataset), batch_size, epoch=epoch, seed=config.get("runner.seed"),
+        shuffle=mode == "train" and config.get("runner.shuffle"), rank=rank, world_size=world_size)
+    if hasattr(dataset, "take"):
+        return paddle.io.DataLoader(_PlannedBatches(dataset, batches), batch_size=None, num_workers=num_workers)
+    return paddle.io.DataLoader(dataset, batch_sampler=_ListBatchSampler(batches), num_workers=num_workers)

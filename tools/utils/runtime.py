@@ -1,0 +1,85 @@
+"""What both runners need: command line, config + model loading, device, seeds, distributed
+context, logging, and turning user errors into a one-line message with a non-zero exit."""
+import argparse
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import paddle
+
+from models.common.data import DataFormatError
+from tools.utils.config import ConfigError, load_config
+from tools.utils.loading import load_dygraph_model
+
+# Errors caused by the user's input: reported as one clear line, exit code 2.
+USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError, PermissionError)
+
+
+def parse_args(description, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-m", "--config", required=True, help="model config YAML")
+    parser.add_argument("-o", "--opt", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. -o runner.epochs=2 hyper_parameters.fc_sizes=[64,32]")
+    return parser.parse_args(argv)
+
+
+class Context:
+    """Config, model wrapper and process placement for one run."""
+
+    def __init__(self, config, dygraph_model, rank=0, world_size=1):
+        self.config = config
+        self.dygraph_model = dygraph_model
+        self.rank = rank
+        self.world_size = world_size
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def log(self, message):
+        prefix = f"[rank {self.rank}] " if self.world_size > 1 else ""
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix}{message}", flush=True)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def setup(args, distributed=True):
+    """Load model class and config, pick the device, seed, and join the process group if asked."""
+    dygraph_model = load_dygraph_model(args.config)()
+    config = load_config(args.config, args.opt, dygraph_model.open_sections, dygraph_model.required_keys)
+    if config.get("runner.use_gpu"):
+        if not paddle.is_compiled_with_cuda():
+            raise ConfigError("runner.use_gpu is true but this PaddlePaddle build has no CUDA support")
+        paddle.set_device(f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
+    else:
+        paddle.set_device("cpu")
+    rank, world_size = 0, 1
+    if distributed and config.get("runner.use_fleet"):
+        import paddle.distributed as dist
+
+        if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
+            dist.init_parallel_env()
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        else:
+            print("runner.use_fleet is true but only one process was launched "
+                  "(use python -m paddle.distributed.launch --nproc_per_node N); training on one process",
+                  flush=True)
+    seed_everything(config.get("runner.seed"))
+    return Context(config, dygraph_model, rank, world_size)
+
+
+def run_main(main, argv=None):
+    """Run ``main(args)``; user errors print one line naming the culprit and exit with status 2.
+    Anything else propagates with its traceback (non-zero exit)."""
+    args = parse_args(main.__doc__, argv)
+    try:
+        return main(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
