@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import tools.utils  # noqa: E402,F401  (before paddle: silences its import warning)
 import paddle  # noqa: E402
 
 from models.common.metrics import to_numpy  # noqa: E402
@@ -72,7 +73,8 @@ def infer(ctx):
             ctx.log(f"wrote {len(frame)} predictions to {target}")
     write_json(os.path.join(output_dir, "metrics.json"),
                {"config": config.path, "load_path": load_path,
-                "infer": [{"epoch": e, **v} for e, v in results.items()]})
+                "infer": [{"epoch": e, **v} for e, v in results.items()],
+                "headline": results[epochs[-1]]})
     return results
 
 

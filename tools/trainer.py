@@ -1,10 +1,12 @@
 """Train a model: python tools/trainer.py -m models/<area>/<model>/config.yaml [-o key=value ...]"""
+import hashlib
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tools.utils  # noqa: E402,F401  (before paddle: silences its import warning)
 import paddle  # noqa: E402
 
 from tools.utils.checkpoint import check_writable, complete_epochs, load_checkpoint, save_checkpoint, write_json  # noqa: E402
@@ -87,7 +89,18 @@ def train(ctx):
             ctx.log(f"saved checkpoint {path}")
         if ctx.world_size > 1:
             paddle.distributed.barrier()
+    ctx.log(f"final parameter digest: {parameter_digest(model)}")
     return history
+
+
+def parameter_digest(model):
+    """Short hash of all parameter values: equal across data-parallel ranks that stayed in sync."""
+    layer = getattr(model, "_layers", model)
+    digest = hashlib.sha256()
+    for name, value in sorted(layer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _read_history(save_path):

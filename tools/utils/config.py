@@ -3,8 +3,24 @@
 import copy
 import difflib
 import os
+import re
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; accept it as the float everybody means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text):
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -121,13 +137,15 @@ class Config:
         A value of a different type than the current one is an error too.
         """
         known = _flatten(self.data)
+        for key, (default, _) in RUNNER_KEYS.items():  # a required key may come from -o
+            known.setdefault(f"runner.{key}", None)
         for item in items:
             key, sep, text = item.partition("=")
             key = key.strip()
             if not sep or not key:
                 raise ConfigError(f"override {item!r}: expected key=value")
             try:
-                value = yaml.safe_load(text) if text.strip() else None
+                value = parse_yaml(text) if text.strip() else None
             except yaml.YAMLError as error:
                 raise ConfigError(f"override {key}: value {text!r} is not valid YAML ({error})") from None
             if key not in known:
@@ -192,8 +210,13 @@ class Config:
 
 
 def load_config(path, overrides=(), open_sections=(), required=()):
-    """Read, complete, override and check a config file (see ``read_config`` for the raw read)."""
-    config = read_config(path).fill_defaults().resolve_paths()
+    """Read, complete, override and check a config file."""
+    return prepare_config(read_config(path), overrides, open_sections, required)
+
+
+def prepare_config(config, overrides=(), open_sections=(), required=()):
+    """Fill runner defaults, resolve paths, apply ``-o`` overrides and validate."""
+    config.fill_defaults().resolve_paths()
     config.apply_overrides(overrides, open_sections)
     return config.validate(required)
 
@@ -205,7 +228,7 @@ def read_config(path):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}{_line_of(error)}: invalid YAML: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import paddle
+from paddle.io.dataloader.collate import default_collate_fn
 
 from models.common.data import list_data_files
 from tools.utils.config import ConfigError
@@ -45,6 +46,48 @@ class _PlannedBatches(paddle.io.Dataset):
         return self.dataset.take(self.batches[index])
 
 
+class _InProcessLoader:
+    """Iterates batches in the calling thread. Used for num_workers == 0 instead of paddle's
+    DataLoader, whose buffer thread swallows a reader exception and then waits forever (the
+    PaddleRec hang); here the exception propagates at once with its original traceback."""
+
+    def __init__(self, items, collate=None):
+        self.items = items
+        self.collate = collate
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        for index in range(len(self.items)):
+            item = self.items[index]
+            yield _to_tensors(self.collate(item) if self.collate else item)
+
+
+class _Gather(paddle.io.Dataset):
+    """Item i is the list of samples of batch i (for readers without ``take``)."""
+
+    def __init__(self, dataset, batches):
+        self.dataset = dataset
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return [self.dataset[int(i)] for i in self.batches[index]]
+
+
+def _to_tensors(data):
+    if isinstance(data, np.ndarray):
+        return paddle.to_tensor(data)
+    if isinstance(data, (list, tuple)):
+        return [_to_tensors(d) for d in data]
+    if isinstance(data, dict):
+        return {k: _to_tensors(v) for k, v in data.items()}
+    return data
+
+
 class _ListBatchSampler(paddle.io.Sampler):
     def __init__(self, batches):
         self.batches = [b.tolist() for b in batches]
@@ -71,6 +114,8 @@ def create_loader(dataset, config, mode, epoch=0, rank=0, world_size=1):
         # The reader batches (and shards) itself, e.g. a task sampler for meta-learning.
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
+        if num_workers == 0 and not isinstance(dataset, paddle.io.IterableDataset):
+            return _InProcessLoader(dataset)
         return paddle.io.DataLoader(dataset, batch_size=None, num_workers=num_workers)
     batch_size = config.get(f"runner.{mode}_batch_size") or config.get("runner.train_batch_size")
     if mode == "train" and len(dataset) < batch_size:
@@ -83,5 +128,9 @@ def create_loader(dataset, config, mode, epoch=0, rank=0, world_size=1):
         len(dataset), batch_size, epoch=epoch, seed=config.get("runner.seed"),
         shuffle=mode == "train" and config.get("runner.shuffle"), rank=rank, world_size=world_size)
     if hasattr(dataset, "take"):
+        if num_workers == 0:
+            return _InProcessLoader(_PlannedBatches(dataset, batches))
         return paddle.io.DataLoader(_PlannedBatches(dataset, batches), batch_size=None, num_workers=num_workers)
+    if num_workers == 0:
+        return _InProcessLoader(_Gather(dataset, batches), collate=default_collate_fn)
     return paddle.io.DataLoader(dataset, batch_sampler=_ListBatchSampler(batches), num_workers=num_workers)

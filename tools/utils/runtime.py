@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 
 from models.common.data import DataFormatError
-from tools.utils.config import ConfigError, load_config
+from tools.utils.config import ConfigError, prepare_config, read_config
 from tools.utils.loading import load_dygraph_model
 
 # Errors caused by the user's input: reported as one clear line, exit code 2.
@@ -51,8 +51,9 @@ def seed_everything(seed):
 
 def setup(args, distributed=True):
     """Load model class and config, pick the device, seed, and join the process group if asked."""
+    config = read_config(args.config)  # first: a missing or broken file is the user's first problem
     dygraph_model = load_dygraph_model(args.config)()
-    config = load_config(args.config, args.opt, dygraph_model.open_sections, dygraph_model.required_keys)
+    prepare_config(config, args.opt, dygraph_model.open_sections, dygraph_model.required_keys)
     if config.get("runner.use_gpu"):
         if not paddle.is_compiled_with_cuda():
             raise ConfigError("runner.use_gpu is true but this PaddlePaddle build has no CUDA support")

@@ -1,0 +1,140 @@
+"""Every kind of bad input ends with a clear message (exit 2) or the original traceback, fast,
+and never leaves a half-written checkpoint or output file behind."""
+import os
+import shutil
+
+import paddle
+import pytest
+
+from tests.conftest import DEEPFM_CONFIG, REPO, run_tool, write_criteo_like
+from tests.tools.test_distributed import TINY, write_tiny_data
+from tools.utils import checkpoint
+
+
+def leftovers(folder):
+    """Temporary or partial files anywhere under ``folder``."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        found += [os.path.join(root, n) for n in dirs + files if n.startswith(".")]
+    return found
+
+
+def tiny(tmp_path, *overrides, script="tools/trainer.py", timeout=120):
+    if not (tmp_path / "data").exists():
+        write_tiny_data(tmp_path / "data", 40)
+    return run_tool(script, "-m", TINY, "-o", f"runner.train_data_dir={tmp_path / 'data'}",
+                    f"runner.test_data_dir={tmp_path / 'data'}", f"runner.model_save_path={tmp_path / 'ckpt'}",
+                    *overrides, timeout=timeout)
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_missing_config_file(tmp_path):
+    assert_user_error(run_tool("tools/trainer.py", "-m", str(tmp_path / "none.yaml")), "none.yaml", "does not exist")
+
+
+def test_yaml_syntax_error_shows_line(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(os.path.dirname(TINY), folder)
+    text = open(TINY).read().replace("  epochs: 2", "  epochs: [2")
+    (folder / "config.yaml").write_text(text)
+    line = text.splitlines().index("  epochs: [2") + 1
+    result = run_tool("tools/trainer.py", "-m", str(folder / "config.yaml"))
+    assert_user_error(result, "config.yaml", "invalid YAML")
+    assert f"line {line}" in result.stderr or f"line {line + 1}" in result.stderr
+
+
+def test_unknown_override_key(tmp_path):
+    assert_user_error(tiny(tmp_path, "runner.epoch=3"), "runner.epoch", "closest existing key: 'runner.epochs'")
+
+
+def test_missing_and_empty_data_dir(tmp_path):
+    assert_user_error(tiny(tmp_path, f"runner.train_data_dir={tmp_path / 'nope'}"), "runner.train_data_dir", "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(tiny(tmp_path, f"runner.train_data_dir={tmp_path / 'empty'}"), "runner.train_data_dir", "no files")
+    assert not (tmp_path / "ckpt").exists() or not os.listdir(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("click:1 dense_feature:0.5", "expected 40 fields"),
+    (None, "has value 'x'"),
+])
+def test_bad_data_line(tmp_path, bad, message):
+    (good,) = write_criteo_like(tmp_path / "ref", 100, seed=9)
+    tokens = open(good).read().splitlines()[41].split()
+    if bad is None:
+        bad = " ".join(tokens[:5] + ["dense_feature:x"] + tokens[6:])
+    files = write_criteo_like(tmp_path / "train", 100, seed=9, files=2, bad_line=(1, 8, bad))
+    common = [f"runner.train_data_dir={tmp_path / 'train'}", f"runner.model_save_path={tmp_path / 'ckpt'}",
+              "hyper_parameters.sparse_feature_number=1000", "hyper_parameters.fc_sizes=[8]", "runner.epochs=1"]
+    result = run_tool("tools/trainer.py", "-m", DEEPFM_CONFIG, "-o", *common)
+    assert_user_error(result, f"{files[1]}, line 8", message)
+    assert not os.listdir(tmp_path / "ckpt")
+    result = run_tool("tools/trainer.py", "-m", DEEPFM_CONFIG, "-o", *common, "runner.skip_bad_lines=true")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 malformed lines" in result.stdout
+    assert "samples: 99" in result.stdout
+
+
+def test_batch_larger_than_data(tmp_path):
+    assert_user_error(tiny(tmp_path, "runner.train_batch_size=64"), "runner.train_batch_size is 64", "only 40 rows")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reader_exception_ends_run_with_traceback(tmp_path, workers):
+    # Row 30 sits in a batch of epoch 0 - whichever shuffle - so epoch 0 never completes.
+    result = tiny(tmp_path, "hyper_parameters.fail_on_row=30", f"runner.num_workers={workers}", timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "reader failure on row 30" in result.stderr
+    assert not os.path.exists(tmp_path / "ckpt" / "0")
+    assert leftovers(tmp_path / "ckpt") == []
+
+
+def test_unwritable_model_save_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert_user_error(tiny(tmp_path, f"runner.model_save_path={blocker / 'ckpt'}"), "runner.model_save_path", "cannot write")
+
+
+def test_infer_without_checkpoint(tmp_path):
+    assert_user_error(tiny(tmp_path, script="tools/infer.py"), "runner.infer_load_path", "no complete checkpoint")
+
+
+def test_failed_infer_leaves_no_output(tmp_path):
+    assert tiny(tmp_path, "runner.epochs=1").returncode == 0
+    (tmp_path / "badtest").mkdir()
+    (tmp_path / "badtest" / "a.csv").write_text("id,label,x1,x2,x3,x4\n0,1,0.1,0.2,0.3,0.4\n")
+    result = tiny(tmp_path, "runner.epochs=1", f"runner.test_data_dir={tmp_path / 'badtest'}",
+                  "hyper_parameters.fail_on_row=0", f"runner.infer_output_path={tmp_path / 'pred'}",
+                  script="tools/infer.py")
+    assert result.returncode != 0 and "reader failure" in result.stderr
+    assert not (tmp_path / "pred").exists() or os.listdir(tmp_path / "pred") == []
+
+
+def test_crash_while_saving_leaves_no_half_checkpoint(tmp_path, monkeypatch):
+    model = paddle.nn.Linear(2, 1)
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+    checkpoint.save_checkpoint(str(tmp_path), 0, model, optimizer)
+    calls = []
+    real_save = paddle.save
+
+    def failing_save(obj, path):
+        calls.append(path)
+        if path.endswith("rec.pdopt"):
+            raise OSError("disk full")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint.paddle, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_checkpoint(str(tmp_path), 1, model, optimizer)
+    assert len(calls) == 2
+    assert checkpoint.complete_epochs(str(tmp_path)) == [0]
+    assert sorted(os.listdir(tmp_path)) == ["0"]
+    with pytest.raises(TypeError):  # not serialisable: fails half-way through writing
+        checkpoint.write_json(str(tmp_path / "metrics.json"), {"a": 1, "b": object()})
+    assert sorted(os.listdir(tmp_path)) == ["0"]
