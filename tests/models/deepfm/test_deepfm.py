@@ -1,0 +1,85 @@
+"""DeepFM network and reader."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from models.common.data import DataFormatError
+from tests.conftest import DEEPFM_CONFIG, write_criteo_like
+from tools.utils.config import load_config
+from tools.utils.loading import load_dygraph_model, load_module
+
+FOLDER = os.path.dirname(DEEPFM_CONFIG)
+
+
+def small_config(*overrides):
+    return load_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
+                                       "hyper_parameters.fc_sizes=[16,8]", *overrides])
+
+
+def test_forward_is_sigmoid_of_first_order_fm_and_dnn():
+    paddle.seed(0)
+    config = small_config()
+    model = load_dygraph_model(DEEPFM_CONFIG)().create_model(config)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, size=(4, 26))
+    dense = rng.random((4, 13)).astype("float32")
+    pred = model(paddle.to_tensor(ids), paddle.to_tensor(dense)).numpy()
+    assert pred.shape == (4, 1) and ((pred > 0) & (pred < 1)).all()
+
+    # The same prediction from the parameters, in numpy.
+    w = model.sparse_weight.weight.numpy()[:, 0]
+    v = model.sparse_embedding.weight.numpy()
+    wd = model.dense_weight.weight.numpy()[0, :, 0]
+    vd = model.dense_embedding.weight.numpy()[0]
+    first = w[ids].sum(1) + dense @ wd + model.bias.numpy()[0]
+    emb = np.concatenate([v[ids], dense[:, :, None] * vd[None]], axis=1)  # [4, 39, 9]
+    fm = np.array([sum(emb[b, i] @ emb[b, j] for i in range(39) for j in range(i + 1, 39)) for b in range(4)])
+    hidden = emb.reshape(4, -1)
+    for linear in model.dnn.linears:
+        hidden = np.maximum(hidden @ linear.weight.numpy() + linear.bias.numpy(), 0)
+    out = model.dnn_out.linears[0]
+    deep = (hidden @ out.weight.numpy() + out.bias.numpy())[:, 0]
+    expected = 1 / (1 + np.exp(-(first + fm + deep)))
+    np.testing.assert_allclose(pred[:, 0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_learns_a_simple_rule(tmp_path):
+    paddle.seed(1)
+    write_criteo_like(tmp_path, 512, seed=5)
+    config = small_config("hyper_parameters.optimizer.learning_rate=0.01")
+    dm = load_dygraph_model(DEEPFM_CONFIG)()
+    model = dm.create_model(config)
+    optimizer = dm.create_optimizer(model, config)
+    dataset = load_module(os.path.join(FOLDER, "criteo_reader.py")).RecDataset([str(tmp_path / "part-0.txt")], config)
+    batch = [paddle.to_tensor(a) for a in dataset.take(np.arange(512))]
+    metrics, _ = dm.create_metrics("train")
+    losses = []
+    for _ in range(30):
+        loss, _, _ = dm.train_forward(model, metrics, batch, config)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_reader_shapes_on_shipped_sample():
+    config = load_config(DEEPFM_CONFIG)
+    reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
+    path = os.path.join(FOLDER, "data", "train", "sample_train.txt")
+    dataset = reader.RecDataset([path], config)
+    label, sparse, dense = dataset.take(np.arange(len(dataset)))
+    rows = sum(1 for _ in open(path))
+    assert label.shape == (rows, 1) and sparse.shape == (rows, 26) and dense.shape == (rows, 13)
+    assert set(np.unique(label)) == {0, 1}
+    assert sparse.dtype == np.int64 and dense.dtype == np.float32
+    assert 0 <= dense.min() and dense.max() <= 1
+
+
+def test_reader_rejects_ids_outside_the_table(tmp_path):
+    (path,) = write_criteo_like(tmp_path, 20, num_ids=5000)
+    reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
+    with pytest.raises(DataFormatError, match="sparse_feature_number=1000"):
+        reader.RecDataset([path], small_config())
