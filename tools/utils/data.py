@@ -33,7 +33,8 @@ def plan_batches(num_rows, batch_size, epoch=0, seed=0, shuffle=False, rank=0, w
 
 
 class _PlannedBatches(paddle.io.Dataset):
-    """Item i is batch i of the plan, fetched in one ``dataset.take`` call."""
+    """Item i is batch i of the plan: one ``dataset.take`` call when the reader has it, else
+    the list of samples (collated by the loader)."""
 
     def __init__(self, dataset, batches):
         self.dataset = dataset
@@ -43,7 +44,9 @@ class _PlannedBatches(paddle.io.Dataset):
         return len(self.batches)
 
     def __getitem__(self, index):
-        return self.dataset.take(self.batches[index])
+        if hasattr(self.dataset, "take"):
+            return self.dataset.take(self.batches[index])
+        return [self.dataset[int(i)] for i in self.batches[index]]
 
 
 class _InProcessLoader:
@@ -64,20 +67,6 @@ class _InProcessLoader:
             yield _to_tensors(self.collate(item) if self.collate else item)
 
 
-class _Gather(paddle.io.Dataset):
-    """Item i is the list of samples of batch i (for readers without ``take``)."""
-
-    def __init__(self, dataset, batches):
-        self.dataset = dataset
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, index):
-        return [self.dataset[int(i)] for i in self.batches[index]]
-
-
 def _to_tensors(data):
     if isinstance(data, np.ndarray):
         return paddle.to_tensor(data)
@@ -86,17 +75,6 @@ def _to_tensors(data):
     if isinstance(data, dict):
         return {k: _to_tensors(v) for k, v in data.items()}
     return data
-
-
-class _ListBatchSampler(paddle.io.Sampler):
-    def __init__(self, batches):
-        self.batches = [b.tolist() for b in batches]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self):
-        return len(self.batches)
 
 
 def create_dataset(reader_class, config, mode):
@@ -127,10 +105,8 @@ def create_loader(dataset, config, mode, epoch=0, rank=0, world_size=1):
     batches = plan_batches(
         len(dataset), batch_size, epoch=epoch, seed=config.get("runner.seed"),
         shuffle=mode == "train" and config.get("runner.shuffle"), rank=rank, world_size=world_size)
-    if hasattr(dataset, "take"):
-        if num_workers == 0:
-            return _InProcessLoader(_PlannedBatches(dataset, batches))
-        return paddle.io.DataLoader(_PlannedBatches(dataset, batches), batch_size=None, num_workers=num_workers)
+    planned = _PlannedBatches(dataset, batches)
+    collate = None if hasattr(dataset, "take") else default_collate_fn
     if num_workers == 0:
-        return _InProcessLoader(_Gather(dataset, batches), collate=default_collate_fn)
-    return paddle.io.DataLoader(dataset, batch_sampler=_ListBatchSampler(batches), num_workers=num_workers)
+        return _InProcessLoader(planned, collate)
+    return paddle.io.DataLoader(planned, batch_size=None, num_workers=num_workers, collate_fn=collate)
