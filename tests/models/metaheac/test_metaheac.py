@@ -1,0 +1,265 @@
+"""MetaHeac: fast-weight math, readers, infer_meta protocol and the two commands end to end."""
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import paddle
+import pytest
+
+from conftest import REPO, run_tool
+from tools.utils.config import load_config
+from tools.utils.loading import load_dygraph_model, load_module
+
+FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
+CONFIG = os.path.join(FOLDER, "config.yaml")
+SAMPLE_TRAIN = os.path.join(FOLDER, "data", "train", "train_stage1.npz")
+TINY_MAX_IDXS = [[3, 2, 20, 5, 7, 2, 1], [30, 20, 12, 40, 30, 20, 20], [9, 9, 5, 6, 4, 3]]
+
+
+def _modules():
+    dm_class = load_dygraph_model(CONFIG)  # puts the model folder first on sys.path
+    return dm_class, load_module(os.path.join(FOLDER, "net.py")), load_module(os.path.join(FOLDER, "benchmark_meta.py"))
+
+
+def _config(*overrides):
+    dm_class, _, _ = _modules()
+    dm = dm_class()
+    return load_config(CONFIG, list(overrides), dm.open_sections, dm.required_keys), dm
+
+
+def _random_rows(rng, n, max_idxs=TINY_MAX_IDXS, aid=1):
+    """Columns of ``n`` rows in the published layout, ids within ``max_idxs``."""
+    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    cols = {"label": rng.integers(0, 2, n), "aid": np.full(n, aid)}
+    for name, top in zip(lookalike.STATIC, max_idxs[0]):
+        cols[name] = rng.integers(0, top + 1, n)
+    for name, top, width in zip(lookalike.DYNAMIC, max_idxs[1], lookalike.SEQ_LENS):
+        length = rng.integers(0, width + 1, n)
+        ids = rng.integers(0, top, (n, width))
+        cols[name] = np.where(np.arange(width) < length[:, None], ids, top)
+        cols[name + "_length"] = length
+    for name, top in zip(lookalike.AD, max_idxs[2]):
+        cols[name] = np.full(n, rng.integers(0, top + 1))
+    return {k: np.asarray(v, dtype=np.int64) for k, v in cols.items()}
+
+
+def _tiny(dtype="float32", seed=0, **kw):
+    """A small MetaHeac net and a random meta-batch (2 tasks x 6 rows) for it."""
+    _, net, _ = _modules()
+    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    paddle.set_default_dtype(dtype)
+    try:
+        paddle.seed(seed)
+        model = net.MetaHeacLayer(TINY_MAX_IDXS, lookalike.SEQ_LENS, kw.get("dim", 4), kw.get("mlp", [5, 3]),
+                                  num_expert=2, num_output=2)
+    finally:
+        paddle.set_default_dtype("float32")
+    rng = np.random.default_rng(seed)
+    parts = [lookalike.to_rows(_random_rows(rng, 6, aid=t), "test", TINY_MAX_IDXS) for t in range(4)]
+    support = [paddle.to_tensor(np.stack([getattr(p, k) for p in parts[:2]])) for k in ("ids", "lengths", "label")]
+    query = [paddle.to_tensor(np.stack([getattr(p, k) for p in parts[2:]])) for k in ("ids", "lengths", "label")]
+    return model, support, query
+
+
+# ---- fast-weight math ------------------------------------------------------------------------
+def test_fast_weight_forward_equals_normal_forward():
+    from models.common.meta import compact_ids
+
+    _modules()
+    dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
+    model, support, _ = _tiny()
+    model.eval()
+    ids = model.global_ids(support[0][0])
+    unique, (local,) = compact_ids([ids])
+    params = dygraph_model.task_params(model, unique)
+    assert len(unique) < model.embedding.weight.shape[0]  # really a subset of the table
+    np.testing.assert_allclose(model(local, support[1][0], params).numpy(), model(ids, support[1][0]).numpy(),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("first_order", [True, False])
+def test_row_subset_query_loss_equals_dense_update(first_order):
+    dm_class, _, bench = _modules()
+    dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
+    dm = dm_class()
+    model, support, query = _tiny("float64")
+    lr = 0.5  # large, so that the inner step matters
+    sparse_loss, _ = dygraph_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)
+    sparse_loss.backward()
+    sparse_grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()
+                    if n != "embedding.table.weight"}
+    model.clear_gradients()
+    dense_loss = bench.dense_meta_loss(model, support, query, lr, first_order, dm.create_loss)
+    dense_loss.backward()
+    np.testing.assert_allclose(float(sparse_loss), float(dense_loss), rtol=1e-10)
+    for name, grad in sparse_grads.items():
+        np.testing.assert_allclose(grad, dict(model.named_parameters())[name].grad.numpy(), rtol=1e-7, atol=1e-12)
+
+
+def test_second_order_gradient_matches_numerical_check():
+    dm_class, _, _ = _modules()
+    dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
+    dm = dm_class()
+    model, support, query = _tiny("float64", dim=3, mlp=[4])
+    lr = 1.0
+    target = model.experts[0].linears[0].weight
+
+    def loss(first_order=False):
+        return dygraph_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)[0]
+
+    grads = {}
+    for first_order in (False, True):
+        model.clear_gradients()
+        loss(first_order).backward()
+        grads[first_order] = target.grad.numpy().copy()
+    assert np.abs(grads[False] - grads[True]).max() > 1e-6  # the second-order term is not negligible
+    # Central differences of the meta-loss along a random direction.
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=target.shape)
+    base = target.numpy().copy()
+    eps = 1e-5
+    values = []
+    for sign in (1, -1):
+        target.set_value(base + sign * eps * direction)
+        values.append(float(loss()))
+    target.set_value(base)
+    numerical = (values[0] - values[1]) / (2 * eps)
+    assert abs(numerical - float((grads[False] * direction).sum())) < 1e-6 * max(1.0, abs(numerical))
+    assert abs(numerical - float((grads[True] * direction).sum())) > 1e-6
+
+
+# ---- readers -----------------------------------------------------------------------------------
+def _write_npz(path, columns):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, **columns)
+
+
+def test_sampler_is_deterministic_and_handles_small_tasks(tmp_path):
+    config, _ = _config("hyper_parameters.batch_size=16")
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    rng = np.random.default_rng(0)
+    small = _random_rows(rng, 5, max_idxs=config.get("hyper_parameters.max_idxs"), aid=7)
+    big = _random_rows(rng, 60, max_idxs=config.get("hyper_parameters.max_idxs"), aid=8)
+    _write_npz(str(tmp_path / "train.npz"), {k: np.concatenate([small[k], big[k]]) for k in small})
+    dataset = reader.RecDataset([str(tmp_path / "train.npz")], config)
+    assert dataset.small_tasks == 1 and len(dataset) == math.ceil(65 / 16)
+    items = [dataset[i] for i in range(len(dataset))]
+    again = [dataset[i] for i in reversed(range(len(dataset)))][::-1]
+    for a, b in zip(items, again):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    assert items[0][0].shape == (5, 16, 63) and items[0][2].shape == (5, 16)
+    assert sum(int(i[-1]) for i in items) > 0  # the 5-row task was drawn, with replacement
+
+
+def test_reader_accepts_published_pickle(shared_data):
+    path = os.path.join(shared_data, "tencent-lookalike-metaheac", "paddlerec", "train_stage1.pkl")
+    if not os.path.isfile(path):
+        pytest.skip("PaddleRec's sample pickle is not present")
+    config, _ = _config()
+    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    full = load_config(os.path.join(FOLDER, "config_bigdata.yaml")).get("hyper_parameters.max_idxs")
+    rows = lookalike.load_rows([path], full)
+    frame = pd.read_pickle(path)
+    assert len(rows) == len(frame) and rows.ids.shape == (len(frame), 63)
+    np.testing.assert_array_equal(rows.ids[:, 7:17], np.stack(frame["interest1"].to_numpy()))
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    config.set("hyper_parameters.max_idxs", full)
+    assert len(reader.RecDataset([path], config)[0]) == 7
+
+
+def test_reader_rejects_ids_beyond_max_idxs(tmp_path):
+    config, _ = _config()
+    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    cols = _random_rows(np.random.default_rng(0), 4, max_idxs=config.get("hyper_parameters.max_idxs"))
+    cols["kw1"][0, 0] = 10 ** 6
+    _write_npz(str(tmp_path / "x.npz"), cols)
+    with pytest.raises(Exception, match="kw1"):
+        lookalike.load_rows([str(tmp_path / "x.npz")], config.get("hyper_parameters.max_idxs"))
+
+
+# ---- infer_meta protocol -----------------------------------------------------------------------
+def _evaluator(config, dm):
+    infer_meta = load_module(os.path.join(FOLDER, "infer_meta.py"))
+    reader = load_module(os.path.join(FOLDER, "reader_infer.py"))
+    paddle.seed(1)
+    model = dm.create_model(config)
+    hot = os.path.join(FOLDER, "data", "test_hot")
+    dataset = reader.RecDataset(sorted(os.path.join(hot, f) for f in os.listdir(hot)), config)
+    return infer_meta, infer_meta.TaskEvaluator(model, dm, config), dataset, model
+
+
+def test_task_order_does_not_change_results():
+    config, dm = _config("runner.infer_train_epoch=1")
+    _, evaluator, dataset, model = _evaluator(config, dm)
+    a, b = dataset.tasks[0], dataset.tasks[1]
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    forward = [evaluator.finetune_and_predict(t) for t in (a, b)]
+    backward = [evaluator.finetune_and_predict(t) for t in (b, a)][::-1]
+    for x, y in zip(forward, backward):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+    evaluator.restore()
+    for name, p in model.named_parameters():  # meta-trained weights intact (table never written)
+        np.testing.assert_array_equal(p.numpy(), before[name])
+    assert not np.allclose(forward[0], evaluator.predict_without_finetune(a))
+
+
+def test_single_label_task_is_skipped_not_zero():
+    config, dm = _config("runner.infer_train_epoch=1")
+    infer_meta, evaluator, dataset, _ = _evaluator(config, dm)
+    one_label = dataset.tasks[0]
+    one_label.stage2.label[:] = 0
+    dataset.tasks = dataset.tasks[:3]
+    logs = []
+    frame, summary = infer_meta.evaluate_set(evaluator, dataset, "hot", logs.append)
+    assert summary["skipped_tasks"] == 1 and summary["gauc_tasks"] == 2
+    assert summary["skipped_aids"] == [one_label.aid]
+    assert math.isnan(frame["auc"].iloc[0]) and "skipped" in logs[0]
+    assert summary["gauc"] == pytest.approx(frame["auc"].iloc[1:].mean())
+
+
+# ---- the two commands end to end -----------------------------------------------------------------
+def test_train_and_infer_meta_end_to_end(tmp_path):
+    ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "infer")
+    train = run_tool("tools/trainer.py", "-m", CONFIG, "-o", f"runner.model_save_path={ckpt}", cwd=str(tmp_path))
+    assert train.returncode == 0, train.stdout + train.stderr
+    assert "replaced_draws" in train.stdout
+    args = ["-m", os.path.relpath(CONFIG, str(tmp_path)), "-o", f"runner.model_save_path={ckpt}",
+            f"runner.infer_load_path={ckpt}", f"runner.infer_output_path={out}"]
+    first = run_tool("models/multitask/metaheac/infer_meta.py", *args, cwd=str(tmp_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    head = metrics["headline"]
+    assert head["auc_hot"] > 0.65 and head["auc_cold"] > 0.6
+    assert head["gauc_hot"] > head["gauc_hot_no_finetune"]
+    tasks = pd.read_csv(os.path.join(out, "tasks_epoch0.csv"))
+    assert len(tasks) == 12 and set(tasks["set"]) == {"hot", "cold"}
+    shutil.move(out, out + "1")
+    second = run_tool("models/multitask/metaheac/infer_meta.py", *args, cwd=str(tmp_path))
+    assert second.returncode == 0, second.stdout + second.stderr
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert json.load(f)["headline"] == head
+
+
+def test_training_is_reproducible(tmp_path):
+    rng = np.random.default_rng(3)
+    with np.load(SAMPLE_TRAIN) as data:
+        columns = {k: data[k] for k in data.files}
+    pick = np.sort(rng.choice(len(columns["label"]), 160, replace=False))
+    _write_npz(str(tmp_path / "train" / "small.npz"), {k: v[pick] for k, v in columns.items()})
+    results = []
+    for run in range(2):
+        ckpt = str(tmp_path / f"ckpt{run}")
+        done = run_tool("tools/trainer.py", "-m", CONFIG, "-o", f"runner.model_save_path={ckpt}",
+                        f"runner.train_data_dir={tmp_path / 'train'}", "hyper_parameters.batch_size=8")
+        assert done.returncode == 0, done.stdout + done.stderr
+        with open(os.path.join(ckpt, "metrics.json")) as f:
+            results.append(json.load(f)["train"][0])
+        results[-1]["params"] = paddle.load(os.path.join(ckpt, "0", "rec.pdparams"))
+    assert results[0]["loss"] == results[1]["loss"]
+    for name, value in results[0]["params"].items():
+        np.testing.assert_array_equal(value.numpy(), results[1]["params"][name].numpy())
