@@ -1,0 +1,140 @@
+"""tools/benchmark.py: JSON shape and sane values on tiny sizes (no timing assertions), and the
+helpers behind it: data synthesis and the PaddleRec-style line-by-line baseline reader."""
+import json
+import os
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
+from tools.utils import benchmarking as bm
+
+DEEPFM_DIR = os.path.dirname(DEEPFM_CONFIG)
+SAMPLE_DIR = os.path.join(DEEPFM_DIR, "data", "train")
+SMALL_TABLE = "hyper_parameters.sparse_feature_number=100003"  # ids are re-hashed into it while synthesising
+
+
+def _criteo_module():
+    from tools.utils.loading import load_module
+
+    return load_module(os.path.join(DEEPFM_DIR, "criteo_reader.py"))
+
+
+def _json_result(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return json.loads(lines[-1]), lines[:-1]
+
+
+def _check_pipeline(section):
+    assert section["ins_per_sec"] > 0
+    assert 0.0 <= section["reader_share"] <= 1.0
+    assert section["samples"] > 0 and section["seconds"] > 0
+
+
+def test_benchmark_with_baseline_from_another_cwd(tmp_path):
+    out = tmp_path / "result.json"
+    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "2000", "--batch-size", "256",
+                    "--steps", "3", "--warmup", "1", "--infer-steps", "2", "--baseline", "--out", str(out),
+                    "-o", SMALL_TABLE, cwd=str(tmp_path))
+    result, text = _json_result(proc)
+    assert json.loads(out.read_text()) == result
+    assert any("speedup train" in line for line in text)  # the readable line
+
+    assert result["rows"] == 2000 and result["rows_requested"] == 2000
+    assert result["batch_size"] == 256 and result["steps"] == 3
+    assert result["data"]["synthesised"] and result["data"]["ids_rehashed"]
+    assert not os.path.exists(result["data"]["dir"])  # temporary data removed
+    assert result["dataset"]["parse_seconds"] > 0 and result["dataset"]["rows_per_sec"] > 0
+    for section in (result["train"], result["infer"]):
+        _check_pipeline(section)
+    assert result["train"]["steps"] == 3 and result["train"]["samples"] == 3 * 256
+    assert 0.0 <= result["train"]["reader_cost_share"] <= 1.0
+    assert result["memory"]["peak_rss_mb"] >= result["memory"]["peak_rss_mb_ours_train"] > 0
+
+    base = result["baseline"]
+    assert base["first_batch_matches_ours"] is True
+    for section in (base["train"], base["infer"]):
+        _check_pipeline(section)
+    assert base["train"]["samples"] == result["train"]["samples"]
+    assert result["speedup"]["train"] > 0 and result["speedup"]["infer"] > 0
+    assert "model_specific" not in result  # DeepFM has no benchmark_meta.py
+
+
+def test_benchmark_existing_data_and_model_specific_hook(tmp_path):
+    """--data benchmarks files as they are; a model folder's benchmark_meta.py is called."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(DEEPFM_DIR, model_dir, ignore=shutil.ignore_patterns("output_*", "__pycache__"))
+    (model_dir / "benchmark_meta.py").write_text(
+        "def run_benchmark(config):\n"
+        "    return {'batch': config.get('runner.train_batch_size'), 'ok': True}\n")
+    proc = run_tool("tools/benchmark.py", "-m", str(model_dir / "config.yaml"), "--data", SAMPLE_DIR,
+                    "--batch-size", "16", "--steps", "2", "--warmup", "0", "--infer-steps", "1")
+    result, _ = _json_result(proc)
+    assert result["data"]["synthesised"] is False and result["rows_requested"] is None
+    with open(os.path.join(SAMPLE_DIR, os.listdir(SAMPLE_DIR)[0])) as f:
+        assert result["rows"] == sum(1 for line in f if line.strip())
+    assert result["model_specific"] == {"batch": 16, "ok": True}
+    assert "baseline" not in result and "speedup" not in result
+
+
+def test_benchmark_user_error_is_one_line():
+    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--data", os.path.join(REPO, "no-such-dir"))
+    assert proc.returncode == 2
+    assert "no-such-dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_synthesise_rehashes_ids_deterministically(tmp_path):
+    slots = _criteo_module().SLOTS
+    source = [os.path.join(SAMPLE_DIR, f) for f in os.listdir(SAMPLE_DIR)]
+    lines = bm.read_lines(source)
+    info = bm.synthesise(source, str(tmp_path / "a"), 500, slots=slots, num_ids=1000, num_files=3)
+    again = bm.synthesise(source, str(tmp_path / "b"), 500, slots=slots, num_ids=1000, num_files=3)
+    assert info["rows"] == 500 and info["files"] == 3 and info["ids_rehashed"]
+    out = bm.read_lines(sorted(str(p) for p in (tmp_path / "a").iterdir()))
+    assert out == bm.read_lines(sorted(str(p) for p in (tmp_path / "b").iterdir())) and again["rows"] == 500
+    assert len(out) == 500
+    ids = np.array([[int(t.split(":")[1]) for t in line.split()[14:]] for line in out])
+    assert ids.min() >= 0 and ids.max() < 1000
+    n = len(lines)
+    assert len({tuple(r) for r in ids}) > n  # replicas differ from each other
+    # labels and dense values are copied; the first pass keeps ids (mod the table size)
+    for i in (0, n - 1, n, 2 * n + 3):
+        assert out[i].split()[:14] == lines[i % n].split()[:14]
+    first = [int(t.split(":")[1]) % 1000 for t in lines[0].split()[14:]]
+    assert ids[0].tolist() == first
+
+
+def test_line_by_line_baseline_matches_our_reader(tmp_path):
+    """The baseline feeds the network exactly the rows our bulk reader produces."""
+    from tools.utils.config import load_config
+
+    module = _criteo_module()
+    config = load_config(DEEPFM_CONFIG)
+    files = [os.path.join(SAMPLE_DIR, f) for f in sorted(os.listdir(SAMPLE_DIR))]
+    ours = module.RecDataset(files, config)
+    line_dataset = bm.LineByLineSlotDataset(files, module.SLOTS)
+    adapter = bm.BatchAdapter(line_dataset, ours.take(np.arange(4)))
+    assert adapter.error is None
+    loader = paddle.io.DataLoader(line_dataset, batch_size=8, drop_last=True)
+    for k, batch in enumerate(loader):
+        columns = adapter(batch)
+        assert [tuple(c.shape) for c in columns] == [(8, 1), (8, 26), (8, 13)]
+        assert bm.batches_equal(ours.take(np.arange(8 * k, 8 * k + 8)), columns)
+        if k == 2:
+            break
+    # a column layout the slot groups cannot produce is reported, not guessed
+    assert bm.BatchAdapter(line_dataset, [np.zeros((4, 5), np.float32)]).error
+
+
+def test_split_steps_and_meter():
+    assert bm.split_steps(10, 3) == [4, 3, 3]
+    assert bm.split_steps(2, 3) == [1, 1]
+    meter = bm.Meter()
+    meter.add_round(100, 0.5, 0.1, [0.25, 0.25])
+    meter.add_round(100, 0.5, 0.0, [0.5])
+    summary = meter.summary()
+    assert summary["ins_per_sec"] == pytest.approx(200.0) and summary["reader_share"] == pytest.approx(0.1)
+    assert summary["steps"] == 3 and summary["ins_per_sec_rounds"] == [200.0, 200.0]

@@ -1,0 +1,398 @@
+"""Measure a model's input pipeline and training/inference throughput on data of its own format.
+
+    python tools/benchmark.py -m models/rank/deepfm/config.yaml --rows 200000 --batch-size 512 --baseline
+
+By default N rows are synthesised from the sample files in runner.train_data_dir (cycled over,
+sparse ids re-hashed per pass so the embedding table sees many rows) into a temporary folder;
+``--data DIR`` benchmarks existing files instead. Then, through the runners' own code path
+(the model's DygraphModel and RecDataset, tools.utils.data.create_dataset / create_loader):
+
+- dataset construction: parse seconds, rows/s, resident memory it added;
+- training: ``--warmup`` untimed steps, then ``--steps`` timed steps (default: one epoch), with
+  per-step reader wait vs. step time -> train ins/s and reader share ("reader_share"); the
+  reader is also timed alone ("reader_cost_share": its cost as a share of a step, which a
+  prefetch thread can hide from the wait time but not from the CPU);
+- inference under no_grad: ins/s and reader share;
+- peak memory: the process's RSS high-water mark (ru_maxrss) after our first training round
+  ("peak_rss_mb_ours_train") and at the end ("peak_rss_mb", with the baseline's model too).
+
+``--baseline`` also runs, in the same process and on the same files, a PaddleRec-style pipeline
+(line-by-line Python parsing of the slot format driven by the reader module's ``SLOTS``, one
+sample at a time from an IterableDataset, per-sample collation by paddle.io.DataLoader), trains
+a freshly initialised copy of the same network for the same steps and reports the speedups
+ours/baseline. The two pipelines alternate in ``--rounds`` chunks of steps, so that a change in
+machine load hits both alike; "speedup.train_rounds" shows the spread. A model folder's ``benchmark_meta.py`` with ``run_benchmark(config) -> dict`` is
+called too; its result goes under "model_specific".
+
+Progress goes to stderr; stdout gets one readable summary line and, last, the JSON result.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+from models.common.data import list_data_files  # noqa: E402
+from tools.utils import benchmarking as bm  # noqa: E402
+from tools.utils.checkpoint import write_json  # noqa: E402
+from tools.utils.data import create_dataset, create_loader  # noqa: E402
+from tools.utils.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
+from tools.utils.runtime import USER_ERRORS, seed_everything, setup  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-m", "--config", required=True, help="model config YAML")
+    parser.add_argument("-o", "--opt", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys, as for tools/trainer.py")
+    parser.add_argument("--rows", type=int, default=100000, help="rows to synthesise (default 100000)")
+    parser.add_argument("--data", help="benchmark the files in this folder instead of synthesising")
+    parser.add_argument("--files", type=int, default=None,
+                        help="number of files to synthesise (default: one per 100000 rows)")
+    parser.add_argument("--no-rehash", action="store_true", help="copy sample lines without re-hashing sparse ids")
+    parser.add_argument("--keep-data", action="store_true", help="keep the synthesised folder (path is reported)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default runner.train_batch_size)")
+    parser.add_argument("--infer-batch-size", type=int, help="inference batch size (default: --batch-size)")
+    parser.add_argument("--steps", type=int, help="timed training steps (default: one epoch minus warm-up)")
+    parser.add_argument("--infer-steps", type=int, help="timed inference batches (default: one pass minus warm-up)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing (default 5)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also measure a PaddleRec-style line-by-line reader pipeline on the same files")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --baseline: alternate ours and the baseline in this many chunks of steps (default 3)")
+    parser.add_argument("--threads", type=int,
+                        help="set FLAGS_paddle_num_threads (paddle's CPU math threads) for this run")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also build the dataset once more under tracemalloc and report its Python/numpy peak")
+    parser.add_argument("--out", help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+    for name in ("rows", "rounds", "files", "batch_size", "infer_batch_size", "steps", "infer_steps", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    return args
+
+
+def log(message):
+    print(f"{time.strftime('%H:%M:%S')} benchmark: {message}", file=sys.stderr, flush=True)
+
+
+def _reader_module(reader_class):
+    return sys.modules.get(reader_class.__module__)
+
+
+def _array_mb(dataset):
+    columns = getattr(dataset, "columns", None)
+    if not columns:
+        return None
+    return sum(getattr(c, "nbytes", 0) for c in columns) / 2 ** 20
+
+
+def _first_rows(dataset, count):
+    """Rows 0..count-1 of our dataset as a batch (list of arrays), without going through a loader."""
+    if hasattr(dataset, "take"):
+        return dataset.take(np.arange(count))
+    samples = [dataset[i] for i in range(count)]
+    return [np.stack([np.asarray(s[c]) for s in samples]) for c in range(len(samples[0]))]
+
+
+def prepare_data(args, config, slots):
+    """Point runner.train_data_dir at the data to benchmark; return (description, temp dir or None)."""
+    if args.data:
+        folder = os.path.abspath(args.data)
+        files = list_data_files(folder, "--data")
+        config.set("runner.train_data_dir", folder)
+        return {"dir": folder, "files": len(files), "synthesised": False,
+                "bytes": sum(os.path.getsize(f) for f in files)}, None
+    source = list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir")
+    temp = tempfile.mkdtemp(prefix="benchmark-data-")
+    num_files = args.files or max(1, -(-args.rows // 100000))
+    num_ids = config.get("hyper_parameters.sparse_feature_number")
+    info = bm.synthesise(source, temp, args.rows, slots=slots, num_ids=num_ids if isinstance(num_ids, int) else None,
+                         num_files=num_files, perturb=not args.no_rehash)
+    info.update({"synthesised": True, "source_dir": config.get("runner.train_data_dir")})
+    config.set("runner.train_data_dir", temp)
+    return info, temp
+
+
+class Pipeline:
+    """One input pipeline feeding a freshly initialised copy of the model (same seed)."""
+
+    def __init__(self, ctx, make_train_loader, make_infer_loader, adapt=None):
+        config, dm = ctx.config, ctx.dygraph_model
+        seed_everything(config.get("runner.seed"))
+        self.model = dm.create_model(config)
+        self.optimizer = dm.create_optimizer(self.model, config)
+        self.train_metrics, _ = dm.create_metrics("train")
+        self.infer_metrics, self.infer_names = dm.create_metrics("infer")
+        self.make_train_loader, self.make_infer_loader = make_train_loader, make_infer_loader
+        self.train_batches = bm.endless(make_train_loader)
+        self.infer_batches = bm.endless(make_infer_loader)
+        self.adapt = adapt
+        self.train_meter, self.infer_meter = bm.Meter(), bm.Meter()
+        self.last_loss = float("nan")
+
+    def train(self, ctx, warmup, steps):
+        self.last_loss = bm.train_steps(ctx.dygraph_model, ctx.config, self.model, self.optimizer, self.train_metrics,
+                                        self.train_batches, warmup, steps, self.train_meter, self.adapt)
+
+    def infer(self, ctx, warmup, steps):
+        bm.infer_steps(ctx.dygraph_model, ctx.config, self.model, self.infer_metrics, self.infer_batches,
+                       warmup, steps, self.infer_meter, self.adapt)
+
+    def results(self, warmup, reader_steps):
+        train = self.train_meter.summary()
+        train["last_loss"] = self.last_loss
+        # The reader alone, as a share of the training step: a prefetching loader hides its cost
+        # from the wait time but it still takes CPU time and the GIL from the training step.
+        reader = bm.time_reader(bm.endless(self.make_train_loader), warmup, reader_steps, self.adapt)
+        train["reader_only"] = reader
+        train["reader_cost_share"] = min(1.0, reader["ms_per_batch"] / train["step_ms_mean"]) \
+            if train["step_ms_mean"] else 0.0
+        infer = self.infer_meter.summary()
+        infer["metrics"] = {n: float(m.accumulate()) for n, m in zip(self.infer_names, self.infer_metrics)}
+        return train, infer
+
+
+def make_baseline(ctx, dataset, slots):
+    """The PaddleRec-style pipeline on the same files, or (None, reason it is skipped, None)."""
+    config = ctx.config
+    if not slots:
+        return None, ("the reader module defines no SLOTS list, so there is no line-by-line "
+                      "slot-format reader to compare with"), None
+    files = list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir")
+    num_workers = config.get("runner.num_workers")
+    line_dataset = bm.LineByLineSlotDataset(files, slots)
+    adapter = bm.BatchAdapter(line_dataset, _first_rows(dataset, min(len(dataset), 4)))
+    if adapter.error:
+        return None, adapter.error, None
+
+    def make_loader(batch_size):
+        return lambda epoch: paddle.io.DataLoader(
+            line_dataset, batch_size=batch_size, drop_last=True, num_workers=num_workers)
+
+    train_bs = config.get("runner.train_batch_size")
+    first = next(iter(make_loader(train_bs)(0)))
+    same = bm.batches_equal(_first_rows(dataset, train_bs), adapter(first))
+    if not same:
+        log("warning: the baseline's first batch differs from our reader's first rows")
+    pipeline = Pipeline(ctx, make_loader(train_bs), make_loader(config.get("runner.infer_batch_size")), adapter)
+    return pipeline, None, same
+
+
+def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
+    """Train and infer with our pipeline (and the baseline), alternating in ``--rounds`` chunks so
+    that a change in machine load hits both alike."""
+    config = ctx.config
+    ours = Pipeline(ctx, lambda epoch: create_loader(dataset, config, "train", epoch),
+                    lambda epoch: create_loader(dataset, config, "infer", epoch))
+    base, skipped, same = None, None, None
+    rounds = args.rounds if args.baseline else 1
+    chunks = bm.split_steps(steps, rounds)
+    log(f"training: {args.warmup} warm-up + {steps} timed steps" + (f" in {len(chunks)} rounds" if rounds > 1 else ""))
+    for i, chunk in enumerate(chunks):
+        warmup = args.warmup if i == 0 else 0
+        ours.train(ctx, warmup, chunk)
+        if i == 0:
+            memory["peak_rss_mb_ours_train"] = round(bm.peak_rss_mb(), 1)
+            if args.baseline:
+                base, skipped, same = make_baseline(ctx, dataset, slots)
+                if skipped:
+                    log(f"baseline skipped: {skipped}")
+        if base is not None:
+            base.train(ctx, warmup, chunk)
+    for i, chunk in enumerate(bm.split_steps(infer_steps, rounds)):
+        warmup = args.warmup if i == 0 else 0
+        ours.infer(ctx, warmup, chunk)
+        if base is not None:
+            base.infer(ctx, warmup, chunk)
+    reader_steps = min(steps, 100)
+    train, infer = ours.results(args.warmup, reader_steps)
+    log(f"ours: train {train['ins_per_sec']:.0f} ins/s, reader share {train['reader_share']:.1%} "
+        f"(alone {train['reader_cost_share']:.1%}); infer {infer['ins_per_sec']:.0f} ins/s")
+    baseline = None
+    if args.baseline:
+        if base is None:
+            baseline = {"skipped": skipped}
+        else:
+            b_train, b_infer = base.results(args.warmup, reader_steps)
+            log(f"baseline: train {b_train['ins_per_sec']:.0f} ins/s, reader share {b_train['reader_share']:.1%} "
+                f"(alone {b_train['reader_cost_share']:.1%}); infer {b_infer['ins_per_sec']:.0f} ins/s")
+            baseline = {
+                "pipeline": "PaddleRec-style: line-by-line Python parse (split, int()/float() per value), "
+                            "IterableDataset yielding one sample, DataLoader default per-sample collate, drop_last",
+                "first_batch_matches_ours": bool(same),
+                "train": b_train,
+                "infer": b_infer,
+            }
+    return train, infer, baseline
+
+
+def model_specific(config):
+    path = os.path.join(config.folder, "benchmark_meta.py")
+    if not os.path.isfile(path):
+        return None
+    module = load_module(path)
+    if not hasattr(module, "run_benchmark"):
+        return {"skipped": f"{path} defines no run_benchmark(config)"}
+    log(f"running {path}")
+    try:
+        result = module.run_benchmark(config)
+    except Exception as error:  # report, keep the generic figures
+        log(f"warning: {path} failed: {error!r}")
+        return {"error": repr(error)}
+    return result if isinstance(result, dict) else {"result": result}
+
+
+def _loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _ratio(a, b):
+    return a / b if b else None
+
+
+def summary_line(result):
+    name = result["model"]
+    train, infer, data = result["train"], result["infer"], result["dataset"]
+    text = (f"{name}: {result['rows']} rows, batch {result['batch_size']}: "
+            f"train {train['ins_per_sec']:.0f} ins/s (reader {train['reader_share']:.1%} of step), "
+            f"infer {infer['ins_per_sec']:.0f} ins/s, parse {data['parse_seconds']:.2f} s "
+            f"({data['rows_per_sec']:.0f} rows/s), peak RSS {result['memory']['peak_rss_mb_ours_train']:.0f} MB")
+    base = result.get("baseline")
+    if base and "train" in base:
+        text += (f" | baseline train {base['train']['ins_per_sec']:.0f} ins/s "
+                 f"(reader {base['train']['reader_share']:.1%}), infer {base['infer']['ins_per_sec']:.0f} ins/s"
+                 f" -> speedup train {result['speedup']['train']:.2f}x, infer {result['speedup']['infer']:.2f}x")
+    elif base:
+        text += f" | baseline skipped: {base['skipped']}"
+    return text
+
+
+def run(args):
+    if args.threads:
+        paddle.set_flags({"FLAGS_paddle_num_threads": args.threads})
+    ctx = setup(argparse.Namespace(config=args.config, opt=args.opt), distributed=False)
+    config = ctx.config
+    if args.batch_size:
+        config.set("runner.train_batch_size", args.batch_size)
+    batch_size = config.get("runner.train_batch_size")
+    config.set("runner.infer_batch_size", args.infer_batch_size or batch_size)
+    reader_class = load_reader(config, "train")
+    slots = getattr(_reader_module(reader_class), "SLOTS", None)
+
+    temp = None
+    try:
+        data_info, temp = prepare_data(args, config, slots)
+        if data_info.get("synthesised"):
+            log(f"synthesised {data_info['rows']} rows ({data_info['bytes'] / 2 ** 20:.1f} MB, "
+                f"{data_info['files']} files) in {data_info['seconds']:.1f} s")
+        rss_before = bm.current_rss_mb()
+        start = time.perf_counter()
+        dataset = create_dataset(reader_class, config, "train")
+        parse_seconds = time.perf_counter() - start
+        rows = len(dataset)
+        dataset_info = {
+            "parse_seconds": round(parse_seconds, 4),
+            "rows_per_sec": rows / parse_seconds if parse_seconds > 0 else 0.0,
+            "mb_per_sec": data_info["bytes"] / 2 ** 20 / parse_seconds if parse_seconds > 0 else 0.0,
+            "rss_added_mb": round(bm.current_rss_mb() - rss_before, 1),
+            "arrays_mb": _array_mb(dataset),
+        }
+        log(f"dataset: {rows} rows parsed in {parse_seconds:.2f} s ({dataset_info['rows_per_sec']:.0f} rows/s)")
+        infer_bs = config.get("runner.infer_batch_size")
+        steps = args.steps or bm.default_steps(rows, batch_size, args.warmup)
+        infer_steps = args.infer_steps or bm.default_steps(rows, infer_bs, args.warmup)
+
+        memory = {"rss_after_parse_mb": round(rss_before + dataset_info["rss_added_mb"], 1)}
+        load_before = _loadavg()
+        train, infer, baseline = measure(ctx, dataset, slots, args, steps, infer_steps, memory)
+        memory["peak_rss_mb"] = round(bm.peak_rss_mb(), 1)
+        result = {
+            "config": config.path,
+            "model": os.path.relpath(config.folder, os.path.join(REPO_ROOT, "models")),
+            "overrides": list(args.opt),
+            "rows": rows,
+            "rows_requested": None if args.data else args.rows,
+            "batch_size": batch_size,
+            "infer_batch_size": infer_bs,
+            "warmup_steps": args.warmup,
+            "steps": steps,
+            "infer_steps": infer_steps,
+            "data": data_info,
+            "dataset": dataset_info,
+            "train": train,
+            "infer": infer,
+            "memory": memory,
+        }
+        if baseline is not None:
+            result["baseline"] = baseline
+            if "train" in baseline:
+                ours_rounds, base_rounds = train["ins_per_sec_rounds"], baseline["train"]["ins_per_sec_rounds"]
+                result["speedup"] = {
+                    "train": _ratio(train["ins_per_sec"], baseline["train"]["ins_per_sec"]),
+                    "infer": _ratio(infer["ins_per_sec"], baseline["infer"]["ins_per_sec"]),
+                    "train_rounds": [round(a / b, 3) for a, b in zip(ours_rounds, base_rounds) if b],
+                }
+                if result["speedup"]["train_rounds"]:
+                    result["speedup"]["train_rounds_median"] = float(np.median(result["speedup"]["train_rounds"]))
+        if args.tracemalloc:
+            import tracemalloc
+
+            del dataset
+            tracemalloc.start()
+            create_dataset(reader_class, config, "train")  # the peak is reached while parsing
+            memory["parse_tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2 ** 20, 1)
+            tracemalloc.stop()
+        extra = model_specific(config)
+        if extra is not None:
+            result["model_specific"] = extra
+        result["environment"] = {
+            "cpu_count": os.cpu_count(),
+            "paddle": paddle.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "paddle_num_threads": paddle.get_flags(["FLAGS_paddle_num_threads"])["FLAGS_paddle_num_threads"],
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "num_workers": config.get("runner.num_workers"),
+            "shuffle": config.get("runner.shuffle"),
+            "loadavg_1min_before_after": [load_before, _loadavg()],
+        }
+        if args.keep_data and temp:
+            data_info["kept"] = True
+        return result
+    finally:
+        if temp and not args.keep_data:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if args.out:
+        write_json(os.path.abspath(args.out), result)
+    print(summary_line(result), flush=True)
+    print(json.dumps(result, sort_keys=True, default=float), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
