@@ -27,6 +27,7 @@ called too; its result goes under "model_specific".
 Progress goes to stderr; stdout gets one readable summary line and, last, the JSON result.
 """
 import argparse
+import copy
 import json
 import os
 import platform
@@ -37,12 +38,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from models.common.data import list_data_files  # noqa: E402
 from tools.utils import benchmarking as bm  # noqa: E402
 from tools.utils.checkpoint import write_json  # noqa: E402
+from tools.utils.config import Config  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, seed_everything, setup  # noqa: E402
@@ -67,6 +70,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing (default 5)")
     parser.add_argument("--baseline", action="store_true",
                         help="also measure a PaddleRec-style line-by-line reader pipeline on the same files")
+    parser.add_argument("--baseline-opt", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the baseline's model only, e.g. PaddleRec's optimizer "
+                             "settings: hyper_parameters.optimizer.lazy_mode=false")
     parser.add_argument("--rounds", type=int, default=3,
                         help="with --baseline: alternate ours and the baseline in this many chunks of steps (default 3)")
     parser.add_argument("--threads", type=int,
@@ -129,8 +135,9 @@ def prepare_data(args, config, slots):
 class Pipeline:
     """One input pipeline feeding a freshly initialised copy of the model (same seed)."""
 
-    def __init__(self, ctx, make_train_loader, make_infer_loader, adapt=None):
-        config, dm = ctx.config, ctx.dygraph_model
+    def __init__(self, ctx, make_train_loader, make_infer_loader, adapt=None, config=None):
+        self.config = config = config or ctx.config
+        dm = ctx.dygraph_model
         seed_everything(config.get("runner.seed"))
         self.model = dm.create_model(config)
         self.optimizer = dm.create_optimizer(self.model, config)
@@ -144,11 +151,11 @@ class Pipeline:
         self.last_loss = float("nan")
 
     def train(self, ctx, warmup, steps):
-        self.last_loss = bm.train_steps(ctx.dygraph_model, ctx.config, self.model, self.optimizer, self.train_metrics,
+        self.last_loss = bm.train_steps(ctx.dygraph_model, self.config, self.model, self.optimizer, self.train_metrics,
                                         self.train_batches, warmup, steps, self.train_meter, self.adapt)
 
     def infer(self, ctx, warmup, steps):
-        bm.infer_steps(ctx.dygraph_model, ctx.config, self.model, self.infer_metrics, self.infer_batches,
+        bm.infer_steps(ctx.dygraph_model, self.config, self.model, self.infer_metrics, self.infer_batches,
                        warmup, steps, self.infer_meter, self.adapt)
 
     def results(self, warmup, reader_steps):
@@ -165,9 +172,12 @@ class Pipeline:
         return train, infer
 
 
-def make_baseline(ctx, dataset, slots):
-    """The PaddleRec-style pipeline on the same files, or (None, reason it is skipped, None)."""
-    config = ctx.config
+def make_baseline(ctx, dataset, slots, overrides=()):
+    """The PaddleRec-style pipeline on the same files, or (None, reason it is skipped, None).
+    ``overrides`` (key=value) apply to the baseline's copy of the config only, e.g. PaddleRec's
+    own optimizer settings."""
+    config = Config(copy.deepcopy(ctx.config.data), ctx.config.path)
+    config.apply_overrides(overrides, ctx.dygraph_model.open_sections)
     if not slots:
         return None, ("the reader module defines no SLOTS list, so there is no line-by-line "
                       "slot-format reader to compare with"), None
@@ -187,7 +197,8 @@ def make_baseline(ctx, dataset, slots):
     same = bm.batches_equal(_first_rows(dataset, train_bs), adapter(first))
     if not same:
         log("warning: the baseline's first batch differs from our reader's first rows")
-    pipeline = Pipeline(ctx, make_loader(train_bs), make_loader(config.get("runner.infer_batch_size")), adapter)
+    pipeline = Pipeline(ctx, make_loader(train_bs), make_loader(config.get("runner.infer_batch_size")), adapter,
+                        config=config)
     return pipeline, None, same
 
 
@@ -207,7 +218,7 @@ def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
         if i == 0:
             memory["peak_rss_mb_ours_train"] = round(bm.peak_rss_mb(), 1)
             if args.baseline:
-                base, skipped, same = make_baseline(ctx, dataset, slots)
+                base, skipped, same = make_baseline(ctx, dataset, slots, args.baseline_opt)
                 if skipped:
                     log(f"baseline skipped: {skipped}")
         if base is not None:
@@ -230,8 +241,10 @@ def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
             log(f"baseline: train {b_train['ins_per_sec']:.0f} ins/s, reader share {b_train['reader_share']:.1%} "
                 f"(alone {b_train['reader_cost_share']:.1%}); infer {b_infer['ins_per_sec']:.0f} ins/s")
             baseline = {
-                "pipeline": "PaddleRec-style: line-by-line Python parse (split, int()/float() per value), "
-                            "IterableDataset yielding one sample, DataLoader default per-sample collate, drop_last",
+                "overrides": list(args.baseline_opt),
+                "pipeline": "PaddleRec-style: line-by-line Python parse (split, slot look-up in lists, "
+                            "int()/float() per value), IterableDataset yielding one sample, DataLoader default "
+                            "per-sample collate, drop_last",
                 "first_batch_matches_ours": bool(same),
                 "train": b_train,
                 "infer": b_infer,

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tools.utils  # noqa: E402,F401  (before paddle: silences its import warning)
+import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
 from models.common.metrics import to_numpy  # noqa: E402

@@ -6,7 +6,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tools.utils  # noqa: E402,F401  (before paddle: silences its import warning)
+import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
 from tools.utils.checkpoint import check_writable, complete_epochs, load_checkpoint, save_checkpoint, write_json  # noqa: E402

@@ -5,8 +5,9 @@ import paddle
 import paddle.nn as nn
 
 
-def _normal(std):
-    return paddle.ParamAttr(initializer=nn.initializer.Normal(std=std))
+def _normal(std, truncated=False):
+    init = nn.initializer.TruncatedNormal(std=std) if truncated else nn.initializer.Normal(std=std)
+    return paddle.ParamAttr(initializer=init)
 
 
 class SparseEmbedding(nn.Layer):
@@ -16,12 +17,13 @@ class SparseEmbedding(nn.Layer):
     usable with DataParallel, which needs dense gradients to all-reduce).
     """
 
-    def __init__(self, num_ids, dim, sparse=False, init_std=None, padding_idx=None):
+    def __init__(self, num_ids, dim, sparse=False, init_std=None, padding_idx=None, truncated=False):
         super().__init__()
         self.num_ids = num_ids
         self.dim = dim
         std = init_std if init_std is not None else 1.0 / math.sqrt(dim)
-        self.table = nn.Embedding(num_ids, dim, padding_idx=padding_idx, sparse=sparse, weight_attr=_normal(std))
+        self.table = nn.Embedding(num_ids, dim, padding_idx=padding_idx, sparse=sparse,
+                                  weight_attr=_normal(std, truncated))
 
     @property
     def weight(self):

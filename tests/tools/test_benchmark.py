@@ -38,6 +38,7 @@ def test_benchmark_with_baseline_from_another_cwd(tmp_path):
     out = tmp_path / "result.json"
     proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "2000", "--batch-size", "256",
                     "--steps", "3", "--warmup", "1", "--infer-steps", "2", "--baseline", "--out", str(out),
+                    "--baseline-opt", "hyper_parameters.optimizer.lazy_mode=true",
                     "-o", SMALL_TABLE, cwd=str(tmp_path))
     result, text = _json_result(proc)
     assert json.loads(out.read_text()) == result
@@ -56,6 +57,7 @@ def test_benchmark_with_baseline_from_another_cwd(tmp_path):
 
     base = result["baseline"]
     assert base["first_batch_matches_ours"] is True
+    assert base["overrides"] == ["hyper_parameters.optimizer.lazy_mode=true"]
     for section in (base["train"], base["infer"]):
         _check_pipeline(section)
     assert base["train"]["samples"] == result["train"]["samples"]

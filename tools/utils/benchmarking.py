@@ -149,10 +149,13 @@ def synthesise(source_files, out_dir, rows, slots=None, num_ids=None, num_files=
 
 
 class LineByLineSlotDataset(paddle.io.IterableDataset):
-    """What PaddleRec's readers do: read each file line by line, split the line on spaces and
-    every token on ':', append the value (via int() or float()) to the list of its slot, pad an
-    absent slot with zeros, and yield one sample - a list with one numpy array per distinct slot
-    name, in order of first appearance - for paddle's DataLoader to collate sample by sample.
+    """PaddleRec's slot-format reader, step for step (models/rank/*/criteo_reader.py there):
+    read each file line by line; split the line on spaces and every token on ':'; look the
+    slot name up in the list of slots and of sparse slots (Python list membership); append
+    int() or float() of the value to that slot's list and mark the slot visited; pad every
+    unvisited slot; convert each slot's list with np.array(...).astype(...); yield the sample
+    (one array per distinct slot name, in order of first appearance) for paddle's DataLoader
+    to collate sample by sample.
     """
 
     def __init__(self, file_list, slots, padding=0):
@@ -165,33 +168,34 @@ class LineByLineSlotDataset(paddle.io.IterableDataset):
                 self.kinds[name] = kind
                 self.widths[name] = 0
             self.widths[name] += 1
+        self.sparse_names = [n for n in self.names if self.kinds[n] is int]
         self.padding = padding
 
     def __iter__(self):
-        names, kinds, widths, padding = self.names, self.kinds, self.widths, self.padding
+        names, sparse_names, widths, padding = self.names, self.sparse_names, self.widths, self.padding
+        index = {name: i for i, name in enumerate(names)}
+        visited = {name: False for name in names}
         for path in self.file_list:
             with open(path, "r") as f:
                 for line in f:
                     tokens = line.strip().split(" ")
-                    if not tokens or tokens == [""]:
+                    if tokens == [""]:
                         continue
-                    values = {name: [] for name in names}
+                    values = [(name, []) for name in names]
                     for token in tokens:
                         pair = token.split(":")
                         name = pair[0]
-                        if name not in values:
+                        if name not in names:
                             continue
-                        if kinds[name] is int:
-                            values[name].append(int(pair[1]))
+                        value = int(pair[1]) if name in sparse_names else float(pair[1])
+                        values[index[name]][1].append(value)
+                        visited[name] = True
+                    for name in visited:
+                        if not visited[name]:
+                            values[index[name]][1].extend([padding] * widths[name])
                         else:
-                            values[name].append(float(pair[1]))
-                    sample = []
-                    for name in names:
-                        if not values[name]:
-                            values[name] = [padding] * widths[name]
-                        dtype = "int64" if kinds[name] is int else "float32"
-                        sample.append(np.array(values[name]).astype(dtype))
-                    yield sample
+                            visited[name] = False
+                    yield [np.array(v).astype("int64" if name in sparse_names else "float32") for name, v in values]
 
 
 class BatchAdapter:

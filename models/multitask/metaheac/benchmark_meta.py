@@ -23,7 +23,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-import tools.utils  # noqa: E402,F401  (before paddle: silences its import warning)
+import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
 from dygraph_model import DygraphModel, meta_loss  # noqa: E402

@@ -29,8 +29,8 @@ def test_forward_is_sigmoid_of_first_order_fm_and_dnn():
     assert pred.shape == (4, 1) and ((pred > 0) & (pred < 1)).all()
 
     # The same prediction from the parameters, in numpy.
-    w = model.sparse_weight.weight.numpy()[:, 0]
-    v = model.sparse_embedding.weight.numpy()
+    table = model.sparse_table.weight.numpy()
+    w, v = table[:, 0], table[:, 1:]
     wd = model.dense_weight.weight.numpy()[0, :, 0]
     vd = model.dense_embedding.weight.numpy()[0]
     first = w[ids].sum(1) + dense @ wd + model.bias.numpy()[0]
