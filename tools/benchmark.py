@@ -27,7 +27,6 @@ called too; its result goes under "model_specific".
 Progress goes to stderr; stdout gets one readable summary line and, last, the JSON result.
 """
 import argparse
-import copy
 import json
 import os
 import platform
@@ -45,7 +44,6 @@ import paddle  # noqa: E402
 from models.common.data import list_data_files  # noqa: E402
 from tools.utils import benchmarking as bm  # noqa: E402
 from tools.utils.checkpoint import write_json  # noqa: E402
-from tools.utils.config import Config  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, seed_everything, setup  # noqa: E402
@@ -176,7 +174,7 @@ def make_baseline(ctx, dataset, slots, overrides=()):
     """The PaddleRec-style pipeline on the same files, or (None, reason it is skipped, None).
     ``overrides`` (key=value) apply to the baseline's copy of the config only, e.g. PaddleRec's
     own optimizer settings."""
-    config = Config(copy.deepcopy(ctx.config.data), ctx.config.path)
+    config = ctx.config.copy()
     config.apply_overrides(overrides, ctx.dygraph_model.open_sections)
     if not slots:
         return None, ("the reader module defines no SLOTS list, so there is no line-by-line "

@@ -12,7 +12,7 @@ import paddle  # noqa: E402
 from tools.utils.checkpoint import check_writable, complete_epochs, load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
-from tools.utils.runtime import run_main, setup  # noqa: E402
+from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 
 def _format(values):
@@ -55,10 +55,7 @@ def train(ctx):
         tick = time.perf_counter()
         for batch_id, batch in enumerate(loader):
             fetched = time.perf_counter()
-            loss, metrics, print_dict = dm.train_forward(model, metrics, batch, config)
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
+            loss, print_dict = train_step(dm, model, optimizer, metrics, batch, config)
             rows = dm.batch_rows(batch)
             loss_sum += float(loss) * rows
             seen += rows

@@ -15,6 +15,7 @@ import numpy as np
 import paddle
 
 from models.common.data import DataFormatError
+from tools.utils.runtime import train_step
 
 # ---------------------------------------------------------------------------------------------
 # memory
@@ -339,10 +340,7 @@ def train_steps(dm, config, model, optimizer, metrics, batches, warmup, steps, m
     last = {}
 
     def step(batch):
-        loss, _, _ = dm.train_forward(model, metrics, batch, config)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
+        loss, _ = train_step(dm, model, optimizer, metrics, batch, config)
         last["loss"] = float(loss)
 
     _timed_loop(batches, warmup, steps, meter, adapt, step, dm.batch_rows)

@@ -1,6 +1,7 @@
 """Checkpoints ``<model_save_path>/<epoch>/rec.pdparams`` + ``rec.pdopt`` and JSON outputs, all
 written atomically: into a temporary name first, renamed into place only when complete."""
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -78,5 +79,16 @@ def write_atomic(path, write):
         raise
 
 
+def _strict(value):
+    """NaN (e.g. the AUC of a one-label set) -> None, so that the file is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def write_json(path, data):
-    write_atomic(path, lambda f: json.dump(data, f, indent=2, sort_keys=True, default=float))
+    write_atomic(path, lambda f: json.dump(_strict(data), f, indent=2, sort_keys=True, default=float))

@@ -125,8 +125,12 @@ class Config:
     def keys(self):
         return sorted(_flatten(self.data))
 
-    def to_dict(self):
-        return copy.deepcopy(self.data)
+    def copy(self, values=None):
+        """An independent copy, with ``values`` ({dotted key: value}) set in it."""
+        other = Config(copy.deepcopy(self.data), self.path)
+        for key, value in (values or {}).items():
+            other.set(key, value)
+        return other
 
     # ---- overrides ----------------------------------------------------------------------
     def apply_overrides(self, items, open_sections=()):

@@ -75,6 +75,15 @@ def setup(args, distributed=True):
     return Context(config, dygraph_model, rank, world_size)
 
 
+def train_step(dygraph_model, model, optimizer, metrics, batch, config):
+    """One optimisation step, the same for the trainer and the benchmark -> (loss, print_dict)."""
+    loss, _, print_dict = dygraph_model.train_forward(model, metrics, batch, config)
+    loss.backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    return loss, print_dict
+
+
 def run_main(main, argv=None):
     """Run ``main(args)``; user errors print one line naming the culprit and exit with status 2.
     Anything else propagates with its traceback (non-zero exit)."""

@@ -47,17 +47,6 @@ def _settings(config):
     return values
 
 
-class _Config:
-    """The model's config with some hyper_parameters replaced (the caller's config is not changed)."""
-
-    def __init__(self, config, **overrides):
-        self.config, self.overrides = config, {f"hyper_parameters.{k}": v for k, v in overrides.items()}
-        self.path = config.path
-
-    def get(self, key, default=None):
-        return self.overrides[key] if key in self.overrides else self.config.get(key, default)
-
-
 def _model(config, sparse=True):
     hp = lambda k, d=None: config.get(f"hyper_parameters.{k}", d)  # noqa: E731
     return MetaHeacLayer(hp("max_idxs"), SEQ_LENS, hp("embed_dim"), hp("mlp_dims"), hp("num_expert"),
@@ -130,7 +119,8 @@ def run_benchmark(config):
     """-> dict of timings (seconds) and speed-ups; see the module docstring."""
     s = _settings(config)
     paddle.set_device("cpu")
-    meta_cfg = _Config(config, max_idxs=s["max_idxs"], batch_size=s["batch_size"], task_count=s["task_count"])
+    meta_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": s["batch_size"],
+                            "hyper_parameters.task_count": s["task_count"]})
     sampler = TrainDataset(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"), meta_cfg)
     batches = [[paddle.to_tensor(x) for x in sampler[i]] for i in range(s["meta_steps"] + 1)]
     first_order = bool(config.get("hyper_parameters.first_order", False))
@@ -148,7 +138,8 @@ def run_benchmark(config):
     result["dense_baseline_meta_step_seconds"] = result["dense_baseline_meta_step_seconds_first_order"]
     result["meta_step_speedup"] = result["meta_step_speedup_first_order"]
 
-    tune_cfg = _Config(config, max_idxs=s["max_idxs"], batch_size=s["finetune_batch_size"])
+    tune_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"],
+                            "hyper_parameters.batch_size": s["finetune_batch_size"]})
     task = _benchmark_task(tune_cfg, s["finetune_seed_rows"])
     paddle.seed(config.get("runner.seed"))
     model = _model(tune_cfg, sparse=False)

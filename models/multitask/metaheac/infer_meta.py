@@ -162,17 +162,6 @@ def evaluate_set(evaluator, dataset, name, log):
     return frame, summary
 
 
-def _clean(value):
-    """NaN -> None, so that metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def infer_meta(ctx):
     """Evaluate the configured epochs; return {epoch: {set: summary}}."""
     config, dm = ctx.config, ctx.dygraph_model
@@ -187,11 +176,11 @@ def infer_meta(ctx):
             ctx.log(f"[{name}] {len(dataset.without_candidates)} task(s) have seed rows but no candidates: not evaluated")
         datasets.append((name, dataset))
     model = dm.create_model(config)
-    results, frames = {}, []
+    results = {}
     for epoch in epochs:
         load_checkpoint(load_path, epoch, model)
         evaluator = TaskEvaluator(model, dm, config)
-        results[epoch] = {}
+        results[epoch], frames = {}, []
         for name, dataset in datasets:
             frame, summary = evaluate_set(evaluator, dataset, name, ctx.log)
             frames.append(frame.assign(epoch=epoch))
@@ -205,7 +194,7 @@ def infer_meta(ctx):
                     f"recall@5% {plain['recall_top5']:.4f} | {summary['finetune_seconds_per_task']:.3f} s/task")
         evaluator.restore()
         target = os.path.join(output_dir, f"tasks_epoch{epoch}.csv")
-        table = pd.concat([f for f in frames if f["epoch"].iloc[0] == epoch]) if frames else pd.DataFrame()
+        table = pd.concat(frames)
         write_atomic(target, lambda f: table.to_csv(f, index=False, float_format="%.6g"))
         ctx.log(f"wrote per-task results to {target}")
     last = results[epochs[-1]]
@@ -215,9 +204,9 @@ def infer_meta(ctx):
         headline[f"gauc_{name}"] = summary["gauc"]
         headline[f"auc_{name}_no_finetune"] = summary["no_finetune"]["auc"]
         headline[f"gauc_{name}_no_finetune"] = summary["no_finetune"]["gauc"]
-    write_json(os.path.join(output_dir, "metrics.json"), _clean({
+    write_json(os.path.join(output_dir, "metrics.json"), {
         "config": config.path, "load_path": load_path, "headline": headline,
-        "infer_meta": [{"epoch": e, **sets} for e, sets in results.items()]}))
+        "infer_meta": [{"epoch": e, **sets} for e, sets in results.items()]})
     ctx.log(f"wrote {os.path.join(output_dir, 'metrics.json')}")
     return results
 
