@@ -97,18 +97,16 @@ def _reader_module(reader_class):
 
 
 def _array_mb(dataset):
-    columns = getattr(dataset, "columns", None)
-    if not columns:
+    """Size of the dataset's row blocks (memory-mapped from the cache, or in memory)."""
+    parts = getattr(dataset, "parts", None)
+    if not parts:
         return None
-    return sum(getattr(c, "nbytes", 0) for c in columns) / 2 ** 20
+    return sum(block.nbytes for part in parts for block in part.values()) / 2 ** 20
 
 
 def _first_rows(dataset, count):
-    """Rows 0..count-1 of our dataset as a batch (list of arrays), without going through a loader."""
-    if hasattr(dataset, "take"):
-        return dataset.take(np.arange(count))
-    samples = [dataset[i] for i in range(count)]
-    return [np.stack([np.asarray(s[c]) for s in samples]) for c in range(len(samples[0]))]
+    """Rows 0..count-1 of our dataset as a batch dict, without going through a loader."""
+    return dataset.take(np.arange(count))
 
 
 def prepare_data(args, config, slots):
@@ -304,7 +302,7 @@ def run(args):
     batch_size = config.get("runner.train_batch_size")
     config.set("runner.infer_batch_size", args.infer_batch_size or batch_size)
     reader_class = load_reader(config, "train")
-    slots = getattr(_reader_module(reader_class), "SLOTS", None)
+    slots = bm.typed_slots(_reader_module(reader_class), config)
 
     temp = None
     try:

@@ -1,8 +1,10 @@
 """Base class for a model folder's ``DygraphModel``, with PaddleRec's method names.
 
-A binary-classification model only writes ``create_model`` and ``create_feeds``; the defaults
-give it BCE loss, Adam from ``hyper_parameters.optimizer``, a running AUC in training logs and
-exact AUC + logloss for evaluation.
+A batch is a dict ``{column name: tensor}`` (see models.common.data); the network takes the whole
+dict and reads its features by name. A binary-classification model only writes
+``create_model``; the defaults give it BCE loss on the label ``label_names[0]``, Adam from
+``hyper_parameters.optimizer``, a running AUC in training logs and exact AUC + logloss for
+evaluation.
 """
 import paddle
 import paddle.nn.functional as F
@@ -22,8 +24,8 @@ class BaseDygraphModel:
         raise NotImplementedError
 
     def create_feeds(self, batch_data, config):
-        """-> (labels, inputs): a label tensor and the list of tensors the network takes."""
-        raise NotImplementedError
+        """-> (label, batch): the label tensor and the batch dict the network takes."""
+        return batch_data[self.label_names[0]], batch_data
 
     def create_loss(self, pred, label):
         return F.binary_cross_entropy(pred, label.astype("float32").reshape(pred.shape))
@@ -44,7 +46,7 @@ class BaseDygraphModel:
 
     def train_forward(self, dy_model, metrics_list, batch_data, config):
         label, inputs = self.create_feeds(batch_data, config)
-        pred = dy_model(*inputs)
+        pred = dy_model(inputs)
         loss = self.create_loss(pred, label)
         for metric in metrics_list:
             metric.update(pred.detach(), label)
@@ -52,14 +54,14 @@ class BaseDygraphModel:
 
     def batch_rows(self, batch_data):
         """Number of instances in a batch (for loss averaging and ins/s)."""
-        first = batch_data[0] if isinstance(batch_data, (list, tuple)) else batch_data
+        first = next(iter(batch_data.values())) if isinstance(batch_data, dict) else batch_data[0]
         return int(first.shape[0])
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
         """-> (metrics, outputs): ``outputs`` maps column names (each label, ``prob_<label>``) to
         per-sample values, for the prediction file."""
         label, inputs = self.create_feeds(batch_data, config)
-        pred = dy_model(*inputs)
+        pred = dy_model(inputs)
         for metric in metrics_list:
             metric.update(pred, label)
         name = self.label_names[0]

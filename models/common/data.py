@@ -1,11 +1,24 @@
-"""Data helpers for readers: an in-memory column dataset and a bulk parser for PaddleRec's
-slot format (``name:value name:value ...``, one value per slot).
+"""The data layer readers build on: source files are converted once into a memory-mapped
+columnar cache (see models.common.features for the declared schema and the storage layout), and
+batches are fancy-indexed out of it as ``{name: array}``.
 
-Readers parse whole files at once with pandas' C parser; only when that fast path finds
-something wrong does a line-by-line pass run, to name the file and line of the problem.
+A reader module declares ``schema(config)`` and a parser (``SlotParser`` for PaddleRec's
+``name:value`` text lines, or its own with the same ``read`` method), and its ``RecDataset`` is a
+``CachedDataset``. Conversion streams each file in bounded-size chunks, validates every row in
+bulk (structure, numbers, ids against the vocabulary, labels, finiteness) and writes the blocks
+with an atomic rename; later runs open the cache with no parsing at all.
 """
+import fcntl
+import hashlib
 import io
+import json
 import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -13,40 +26,18 @@ import paddle
 
 log = logging.getLogger(__name__)
 
+CACHE_FORMAT = 1  # bump when the cache layout changes: old caches are rebuilt
+DEFAULT_CACHE_DIR = ".rec_cache"  # beside the data files, hidden from list_data_files
+CHUNK_BYTES = 16 << 20  # text read per conversion step: bounds the conversion's memory
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # what pandas' C parser reads as a float
+
 
 class DataFormatError(ValueError):
     """A data file does not have the expected format; the message names file and line."""
 
 
-class ArrayDataset(paddle.io.Dataset):
-    """Columns held as numpy arrays with equal first dimension.
-
-    ``take(indices)`` returns a whole batch (a list of arrays, one per column) in one fancy-index
-    operation; the runners use it so that no per-sample Python work happens while training.
-    """
-
-    def __init__(self, columns, names):
-        lengths = {len(c) for c in columns}
-        if len(lengths) > 1:
-            raise ValueError(f"columns have different lengths: {sorted(lengths)}")
-        self.columns = columns
-        self.names = list(names)
-        self.skipped_lines = 0
-
-    def __len__(self):
-        return len(self.columns[0]) if self.columns else 0
-
-    def __getitem__(self, index):
-        return [c[index] for c in self.columns]
-
-    def take(self, indices):
-        return [c[indices] for c in self.columns]
-
-
 def list_data_files(path, config_key):
     """Sorted regular files (not hidden) in directory ``path``; a clear error if there are none."""
-    import os
-
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(f"{config_key}: data directory {path!r} does not exist")
     files = sorted(
@@ -58,76 +49,453 @@ def list_data_files(path, config_key):
     return files
 
 
-def _check_line(tokens, slots):
-    """Why a tokenised line does not match ``slots`` (list of (name, dtype)), or None."""
-    if len(tokens) != len(slots):
-        return f"expected {len(slots)} fields 'name:value', found {len(tokens)}"
-    for position, (token, (name, dtype)) in enumerate(zip(tokens, slots), start=1):
-        key, sep, value = token.partition(":")
-        if not sep or key != name:
-            return f"field {position} is {token!r}, expected '{name}:<value>'"
-        try:
-            dtype(value) if dtype is float else int(value)
-        except ValueError:
-            kind = "a number" if dtype is float else "an integer"
-            return f"field {position} ({name}) has value {value!r}, expected {kind}"
-    return None
+class Chunk:
+    """Parsed rows of one source file: ``columns`` {column name: array}, ``numbers`` the line
+    (or row) number of each row in the file, ``unit`` 'line' or 'row', ``skipped`` the number of
+    malformed lines the parser already dropped (with skip_bad_lines)."""
+
+    def __init__(self, columns, numbers, unit="line", skipped=0, bytes_done=None):
+        self.columns, self.numbers, self.unit, self.skipped = columns, numbers, unit, skipped
+        self.bytes_done = bytes_done  # for the progress log's ETA
 
 
-def read_slot_file(path, slots, skip_bad_lines=False):
-    """Parse a slot-format file into one array per slot.
-
-    ``slots`` is a list of (name, python type) with type ``int`` (-> int64) or ``float``
-    (-> float32), in the order they appear on every line. Returns (arrays, skipped_line_count).
-    A malformed line raises DataFormatError naming file and line, or is skipped and counted when
-    ``skip_bad_lines`` is true.
-    """
+# ---- PaddleRec's slot text format -------------------------------------------------------------
+def iter_line_blocks(path, chunk_bytes=CHUNK_BYTES):
+    """Yield (number of the block's first line, bytes of whole lines) reading ``path`` in chunks."""
+    line, rest = 1, b""
     with open(path, "rb") as f:
-        raw = f.read()
-    if not raw or raw.isspace():
-        return [np.empty(0, np.int64 if t is int else np.float32) for _, t in slots], 0
-    arrays = _parse_fast(raw, slots)
-    if arrays is not None:
-        return arrays, 0
-    # Slow path: find the bad lines, report or drop them, and parse the rest in bulk.
-    good, skipped = [], 0
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        problem = _check_line(line.split(), slots)
-        if problem is None:
-            good.append(line)
-        elif skip_bad_lines:
-            skipped += 1
-        else:
-            raise DataFormatError(f"{path}, line {number}: {problem}")
-    if not good:
-        return [np.empty(0, np.int64 if t is int else np.float32) for _, t in slots], skipped
-    arrays = _parse_fast("\n".join(good).encode(), slots)
-    if arrays is None:  # the line check and the bulk parser disagree: should not happen
-        raise DataFormatError(f"{path}: could not parse the file although every line looks valid")
-    return arrays, skipped
+        while True:
+            data = f.read(chunk_bytes)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no newline yet: keep reading (one very long line)
+                rest = data
+                continue
+            block, rest = data[:cut], data[cut:]
+            yield line, block
+            line += block.count(b"\n")
+    if rest:
+        yield line, rest + b"\n"
 
 
-def _parse_fast(raw, slots):
-    """Bulk parse with pandas' C parser; None if anything is off (field count or value).
+class SlotParser:
+    """Lines of ``name:value`` tokens separated by whitespace, with exactly the slot names
+    ``slots`` in this order on every line (PaddleRec's slot format, e.g. Criteo's
+    ``click:0 dense_feature:0.1 ... 1:806093 ... 26:227971``). Token j fills column j of the
+    schema's layout (the features in declaration order, a vector feature taking ``dim`` tokens).
 
-    Only the value columns are materialised (string key columns would cost twice the parse
-    time); slot names are checked on the first line, the field count and values on every line.
+    Every line's structure is checked in bulk with numpy (token count, slot names, one ``:`` and a
+    non-empty value per token); values are parsed by pandas' C parser; only a chunk where parsing
+    a value fails is re-read line by line, to name the line.
     """
-    first_line = raw[:65536].lstrip().split(b"\n", 1)[0]  # only a prefix: no copy of the file
-    if _check_line(first_line.decode("utf-8", errors="replace").split(), slots) is not None:
+
+    def __init__(self, slots):
+        self.slots = [str(s) for s in slots]
+        self.signature = "slots:" + " ".join(self.slots)
+        keys = [s.encode() for s in self.slots]
+        self.key_lengths = np.array([len(k) for k in keys], dtype=np.int64)
+        self.key_table = np.zeros((len(keys), max(len(k) for k in keys)), dtype=np.uint8)
+        for j, key in enumerate(keys):
+            self.key_table[j, :len(key)] = np.frombuffer(key, dtype=np.uint8)
+
+    def columns_for(self, schema):
+        """[(column name, width or None)] in token order; the token count must match."""
+        order = []  # declaration order (not the storage blocks' order)
+        for feature in schema.features:
+            order.append((feature.name, schema.slots[feature.name].width))
+            if hasattr(feature, "length_name"):
+                order.append((feature.length_name, None))
+        total = sum(w or 1 for _, w in order)
+        if total != len(self.slots):
+            raise ValueError(f"the schema has {total} columns but the slot format has {len(self.slots)} slots")
+        return order
+
+    def read(self, path, schema, skip_bad_lines=False):
+        order = self.columns_for(schema)
+        done = 0
+        for first_line, raw in iter_line_blocks(path):
+            done += len(raw)
+            matrix, numbers, skipped = self._parse_block(raw, first_line, path, skip_bad_lines)
+            columns, j = {}, 0
+            for name, width in order:
+                columns[name] = matrix[:, j] if width is None else matrix[:, j:j + width]
+                j += width or 1
+            yield Chunk(columns, numbers, "line", skipped, bytes_done=done)
+
+    # -- bulk structure check --------------------------------------------------------------
+    def _check_structure(self, a):
+        """For the bytes ``a`` (uint8, whole lines): (line index of each line with tokens,
+        boolean 'line is well formed' per such line, number of lines)."""
+        newline = a == 10
+        token_char = ~(newline | (a == 32) | (a == 9) | (a == 13))
+        newlines = np.flatnonzero(newline)
+        num_lines = len(newlines)
+        previous = np.concatenate([[False], token_char[:-1]])
+        starts = np.flatnonzero(token_char & ~previous)
+        following = np.concatenate([token_char[1:], [False]])
+        ends = np.flatnonzero(token_char & ~following) + 1
+        token_line = np.searchsorted(newlines, starts)  # the line each token is on
+        per_line = np.bincount(token_line, minlength=num_lines)
+        lines_with_tokens = np.flatnonzero(per_line)
+        ok_line = per_line[lines_with_tokens] == len(self.slots)
+        if not len(starts):
+            return lines_with_tokens, ok_line, num_lines
+        # Position of each token within its line.
+        first_token_of_line = np.cumsum(per_line) - per_line
+        position = np.arange(len(starts)) - first_token_of_line[token_line]
+        position_ok = position < len(self.slots)
+        slot = np.minimum(position, len(self.slots) - 1)
+        # Exactly one ':' per token, after the expected key and before a non-empty value.
+        colon = np.flatnonzero(a == 58)
+        token_of_colon = np.searchsorted(starts, colon, side="right") - 1  # a ':' is a token byte
+        colons = np.bincount(token_of_colon, minlength=len(starts))
+        colon_at = np.full(len(starts), -1, dtype=np.int64)
+        colon_at[token_of_colon] = colon  # meaningful where the token has exactly one ':'
+        key_length = colon_at - starts
+        token_ok = position_ok & (colons == 1) & (key_length == self.key_lengths[slot]) & (ends - colon_at > 1)
+        # Key bytes against the expected slot names (only where the lengths already agree).
+        candidates = np.flatnonzero(token_ok)
+        lengths = key_length[candidates]
+        total = int(lengths.sum())
+        if total:
+            owner = np.repeat(np.arange(len(candidates)), lengths)
+            offset = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            got = a[starts[candidates][owner] + offset]
+            expected = self.key_table[slot[candidates][owner], offset]
+            mismatch = np.bincount(owner[got != expected], minlength=len(candidates))
+            token_ok[candidates[mismatch > 0]] = False
+        bad_tokens_per_line = np.bincount(token_line[~token_ok], minlength=num_lines)
+        ok_line &= bad_tokens_per_line[lines_with_tokens] == 0
+        return lines_with_tokens, ok_line, num_lines
+
+    def _describe(self, line):
+        """Why one line is malformed (slow path, only for lines already known to be bad)."""
+        tokens = line.split()
+        if len(tokens) != len(self.slots):
+            return f"expected {len(self.slots)} fields 'name:value', found {len(tokens)}"
+        for position, (token, name) in enumerate(zip(tokens, self.slots), start=1):
+            key, sep, value = token.partition(":")
+            if not sep or key != name or not value or ":" in value:
+                return f"field {position} is {token!r}, expected '{name}:<value>'"
+            if not _NUMBER.match(value) and value.lower().lstrip("+-") not in ("nan", "inf", "infinity"):
+                return f"field {position} ({name}) has value {value!r}, expected a number"
         return None
-    width = 2 * len(slots)
-    dtypes = {2 * i + 1: (np.int64 if kind is int else np.float32) for i, (_, kind) in enumerate(slots)}
+
+    def _parse_block(self, raw, first_line, path, skip_bad_lines):
+        lines, ok, _ = self._check_structure(np.frombuffer(raw, dtype=np.uint8))
+        skipped, text = 0, None
+        if not ok.all():
+            text = raw.split(b"\n")
+            bad = lines[~ok]
+            if not skip_bad_lines:
+                line = text[bad[0]].decode("utf-8", errors="replace")
+                raise DataFormatError(f"{path}, line {first_line + bad[0]}: {self._describe(line)}")
+            skipped, lines = len(bad), lines[ok]
+            raw = _join(text, lines)
+        matrix = self._parse_values(raw)
+        if matrix is None:  # a value is not a number: find the line(s), line by line
+            if text is None:
+                text = raw.split(b"\n")
+            problems = {i: self._describe(text[i].decode("utf-8", errors="replace")) for i in lines}
+            bad = [i for i in lines if problems[i] is not None]
+            if not bad:  # every line checks out alone: cannot happen
+                raise DataFormatError(f"{path}, lines {first_line + lines[0]}-{first_line + lines[-1]}: "
+                                      f"could not be parsed")
+            if not skip_bad_lines:
+                raise DataFormatError(f"{path}, line {first_line + bad[0]}: {problems[bad[0]]}")
+            skipped += len(bad)
+            lines = np.setdiff1d(lines, bad)
+            matrix = self._parse_values(_join(text, lines))
+        return matrix, first_line + lines, skipped
+
+    def _parse_values(self, raw):
+        """float64 [rows, slots] of the values of well-formed lines, None if one is not a number."""
+        if not raw.strip():
+            return np.zeros((0, len(self.slots)))
+        width = 2 * len(self.slots)
+        values = list(range(1, width, 2))
+        try:
+            frame = pd.read_csv(io.BytesIO(raw.replace(b":", b" ")), sep=r"\s+", header=None,
+                                names=range(width), usecols=values, dtype={c: np.float64 for c in values},
+                                index_col=False, skip_blank_lines=True, engine="c")
+        except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
+            return None
+        return frame.to_numpy(dtype=np.float64)
+
+
+def _join(text_lines, indices):
+    return b"\n".join(text_lines[i] for i in indices) + b"\n" if len(indices) else b""
+
+
+# ---- the columnar cache -----------------------------------------------------------------------
+def _npy_header(dtype, shape):
+    """A version-1.0 .npy header padded to 128 bytes, so it can be rewritten in place."""
+    header = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                   "shape": tuple(shape)})
+    length = 128 - 10
+    return b"\x93NUMPY\x01\x00" + np.uint16(length).tobytes() + header.encode().ljust(length - 1) + b"\n"
+
+
+class _BlockWriter:
+    """Appends row blocks to ``<folder>/<name>.npy`` and fixes the header's row count at the end."""
+
+    def __init__(self, path, dtype, width):
+        self.path, self.dtype, self.width, self.rows = path, np.dtype(dtype), width, 0
+        self.file = open(path, "wb")
+        self.file.write(_npy_header(self.dtype, (0, width)))
+
+    def append(self, block):
+        np.ascontiguousarray(block, dtype=self.dtype).tofile(self.file)
+        self.rows += len(block)
+
+    def close(self):
+        self.file.seek(0)
+        self.file.write(_npy_header(self.dtype, (self.rows, self.width)))
+        self.file.close()
+
+
+def _expected_size(rows, width, dtype):
+    return 128 + rows * width * np.dtype(dtype).itemsize
+
+
+class ColumnarCache:
+    """The cache of one source file: ``<cache_dir>/<file name>-<key>/{int,float}.npy`` plus
+    ``meta.json``. The key hashes the file's path, size and modification time, the schema and the
+    parser, so any change to them means another folder (rebuilt; the stale one is removed)."""
+
+    def __init__(self, source, schema, parser, cache_dir, skip_bad_lines=False):
+        self.source, self.schema, self.parser = os.path.abspath(source), schema, parser
+        self.skip_bad_lines = skip_bad_lines
+        self.cache_dir = cache_dir
+        stat = os.stat(self.source)
+        identity = json.dumps({"format": CACHE_FORMAT, "source": self.source, "size": stat.st_size,
+                               "mtime_ns": stat.st_mtime_ns, "schema": schema.signature(),
+                               "parser": parser.signature, "skip_bad_lines": skip_bad_lines}, sort_keys=True)
+        self.key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        self.stem = os.path.basename(self.source)
+        self.folder = os.path.join(cache_dir, f"{self.stem}-{self.key}")
+
+    def open(self):
+        """{'int': memmap, 'float': memmap}, meta; or None if the cache is missing or damaged."""
+        try:
+            with open(os.path.join(self.folder, "meta.json"), encoding="utf-8") as f:
+                meta = json.load(f)
+            if meta.get("key") != self.key:
+                return None
+            blocks = {}
+            for name, dtype in self.schema.block_dtypes().items():
+                path = os.path.join(self.folder, f"{name}.npy")
+                width = self.schema.widths[name]
+                if os.path.getsize(path) != _expected_size(meta["rows"], width, dtype):
+                    return None
+                block = np.load(path, mmap_mode="r") if meta["rows"] else np.zeros((0, width), dtype)
+                if block.shape != (meta["rows"], width) or block.dtype != dtype:
+                    return None
+                blocks[name] = block
+            return blocks, meta
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def build(self, progress):
+        """Convert the source file into a staging folder, then rename it into place."""
+        staging = tempfile.mkdtemp(dir=self.cache_dir, prefix=f".tmp-{self.stem}-")
+        try:
+            writers = {name: _BlockWriter(os.path.join(staging, f"{name}.npy"), dtype, self.schema.widths[name])
+                       for name, dtype in self.schema.block_dtypes().items()}
+            skipped, total = 0, os.path.getsize(self.source)
+            for chunk in self.parser.read(self.source, self.schema, self.skip_bad_lines):
+                unit = chunk.unit
+                blocks, bad = self.schema.pack(
+                    chunk.columns, lambda i, c=chunk, u=unit: f"{self.source}, {u} {c.numbers[i]}")
+                skipped += chunk.skipped
+                if bad is not None:
+                    mask, message = bad
+                    if not self.skip_bad_lines:
+                        raise DataFormatError(message)
+                    skipped += int(mask.sum())
+                    blocks = {k: v[~mask] for k, v in blocks.items()}
+                for name, writer in writers.items():
+                    writer.append(blocks[name])
+                progress(self.source, writers["int"].rows, total, chunk)
+            for writer in writers.values():
+                writer.close()
+            meta = {"key": self.key, "source": self.source, "rows": writers["int"].rows, "skipped": skipped,
+                    "schema": json.loads(self.schema.signature()), "parser": self.parser.signature}
+            with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=1)
+            if os.path.isdir(self.folder):
+                shutil.rmtree(self.folder)
+            os.replace(staging, self.folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._remove_stale()
+
+    def _remove_stale(self):
+        """Other caches of the same file name (older versions of it, other schemas)."""
+        prefix = f"{self.stem}-"
+        for name in os.listdir(self.cache_dir):
+            path = os.path.join(self.cache_dir, name)
+            if (name.startswith(prefix) and len(name) == len(prefix) + 16 and path != self.folder
+                    and os.path.isfile(os.path.join(path, "meta.json"))):
+                with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
+                    try:
+                        same_source = json.load(f).get("source") == self.source
+                    except ValueError:
+                        same_source = True
+                if same_source:
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def open_or_build(self, progress, say):
+        """Open the cache, building it (once, under a lock shared by concurrent processes) if needed."""
+        opened = self.open()
+        if opened is not None:
+            return opened
+        with open(os.path.join(self.cache_dir, f".lock-{self.stem}"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another rank may be building it: wait, then reuse
+            opened = self.open()
+            if opened is None:
+                # Half-written staging folders of a killed conversion of this file: never used, removed.
+                for name in os.listdir(self.cache_dir):
+                    if name.startswith(f".tmp-{self.stem}-"):
+                        shutil.rmtree(os.path.join(self.cache_dir, name), ignore_errors=True)
+                say(f"converting {self.source} into the columnar cache {self.folder}")
+                self.build(progress)
+                opened = self.open()
+                if opened is None:
+                    raise OSError(f"the cache {self.folder} could not be read back after writing it")
+        return opened
+
+
+class _Progress:
+    """Logs conversion progress (rows, rows/s, ETA) at most every ``interval`` seconds."""
+
+    def __init__(self, say, interval=10.0):
+        self.say, self.interval = say, interval
+        self.started = self.last = time.perf_counter()
+
+    def start(self):
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, source, rows, total_bytes, chunk):
+        now = time.perf_counter()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        done = getattr(chunk, "bytes_done", None)
+        rate = rows / max(now - self.started, 1e-9)
+        eta = ""
+        if done:
+            eta = f", ETA {(now - self.started) * (total_bytes - done) / max(done, 1):.0f} s"
+        self.say(f"  {os.path.basename(source)}: {rows} rows, {rate:.0f} rows/s{eta}")
+
+
+def _say(message):
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def cache_folder_for(file_list, config):
+    """runner.data_cache_dir, or a hidden folder beside the (first) data file; checked writable."""
+    configured = config.get("runner.data_cache_dir") if config is not None else None
+    folder = configured or os.path.join(os.path.dirname(os.path.abspath(file_list[0])), DEFAULT_CACHE_DIR)
     try:
-        frame = pd.read_csv(
-            io.BytesIO(raw.replace(b":", b" ")), sep=" ", header=None, names=range(width),
-            usecols=list(dtypes), dtype=dtypes, index_col=False, skip_blank_lines=True, engine="c",
-        )
-    except (pd.errors.ParserError, ValueError, TypeError, OverflowError):  # too many fields, bad value
-        return None
-    # pandas fills a short line with NaN and silently truncates a long one: count separators.
-    if frame.isna().to_numpy().any() or raw.count(b":") != len(frame) * len(slots):
-        return None
-    return [frame[column].to_numpy() for column in dtypes]
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        hint = "" if configured else " (the default, beside the data; set runner.data_cache_dir to a writable folder)"
+        raise PermissionError(f"runner.data_cache_dir: cannot write the data cache to {folder!r} "
+                              f"({error.strerror}){hint}") from None
+    return folder
+
+
+# ---- datasets ------------------------------------------------------------------------------------
+class ColumnDataset(paddle.io.Dataset):
+    """Row blocks of one or more files ({'int': [n, Ki], 'float': [n, Kf]} arrays or memmaps) served
+    as batches ``{column name: array}`` by ``take(indices)``: one fancy-index per block and file."""
+
+    def __init__(self, schema, parts):
+        self.schema = schema
+        self.parts = list(parts)
+        sizes = [len(p["int"]) for p in self.parts]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.skipped_lines = 0
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def _block(self, name, indices):
+        if len(self.parts) == 1:
+            return np.asarray(self.parts[0][name][indices])
+        file_of = np.searchsorted(self.starts, indices, side="right") - 1
+        first = file_of[0]
+        if (file_of == first).all():
+            return np.asarray(self.parts[first][name][indices - self.starts[first]])
+        out = np.empty((len(indices), self.schema.widths[name]), self.schema.block_dtypes()[name])
+        for f in np.unique(file_of):
+            where = file_of == f
+            out[where] = self.parts[f][name][indices[where] - self.starts[f]]
+        return out
+
+    def take(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        return self.schema.unpack({name: self._block(name, indices) for name in ("int", "float")})
+
+    def __getitem__(self, index):
+        return {k: v[0] for k, v in self.take([index]).items()}
+
+    def column(self, name):
+        """One column of every row (e.g. a task id to group by), in memory."""
+        slot = self.schema.slots[name]
+        return np.concatenate([np.asarray(slot.read(p[slot.block])) for p in self.parts])
+
+    def in_memory(self):
+        """The same rows copied into RAM (the benchmark's in-memory reference)."""
+        copy = ColumnDataset(self.schema, [{k: np.array(v) for k, v in p.items()} for p in self.parts])
+        copy.skipped_lines = self.skipped_lines
+        return copy
+
+
+class CachedDataset(ColumnDataset):
+    """``file_list`` converted once (per file) into the columnar cache and memory-mapped.
+
+    ``runner.data_cache_dir`` picks the cache folder (default: ``.rec_cache`` beside the data);
+    ``runner.skip_bad_lines`` drops malformed rows (counted in ``skipped_lines``) instead of failing.
+    """
+
+    def __init__(self, file_list, config, schema, parser, say=_say):
+        skip = bool(config.get("runner.skip_bad_lines", False)) if config is not None else False
+        folder = cache_folder_for(file_list, config)
+        progress = _Progress(say)
+        parts, skipped = [], 0
+        for path in file_list:
+            progress.start()
+            blocks, meta = ColumnarCache(path, schema, parser, folder, skip).open_or_build(progress, say)
+            parts.append(blocks)
+            skipped += meta.get("skipped", 0)
+        super().__init__(schema, parts)
+        self.skipped_lines = skipped
+        self.cache_dir = folder
+
+
+class ArrayDataset(paddle.io.Dataset):
+    """Named columns held in memory (numpy arrays with equal first dimension); ``take`` returns
+    ``{name: array}``. For small readers and tests that need no cache."""
+
+    def __init__(self, columns, names):
+        lengths = {len(c) for c in columns}
+        if len(lengths) > 1:
+            raise ValueError(f"columns have different lengths: {sorted(lengths)}")
+        self.columns = dict(zip(names, columns))
+        self.skipped_lines = 0
+
+    def __len__(self):
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, index):
+        return {k: c[index] for k, c in self.columns.items()}
+
+    def take(self, indices):
+        return {k: c[indices] for k, c in self.columns.items()}

@@ -1,6 +1,8 @@
 """Feature embeddings: single-id sparse fields, dense fields, multi-id (multi-hot) fields."""
 import math
 
+import numpy as np
+
 import paddle
 import paddle.nn as nn
 
@@ -85,3 +87,118 @@ class MultiHotEmbedding(nn.Layer):
         else:
             mask = (ids != self.padding_idx).astype("float32")
         return pool(self.embedding(ids), mask, self.mode)
+
+
+class FeatureEmbedding(nn.Layer):
+    """Embeds a dict batch's declared sparse and sequence features with one fused table.
+
+    Every table - a feature's own, or the one of the feature it is ``shared_with`` - owns the rows
+    ``[offset, offset + vocab_size)`` of one ``[total, dim]`` parameter, so a batch needs a single
+    lookup. The steps are exposed for meta-learning, which looks rows up in a task's row subset
+    (models.common.meta):
+
+        ids = fe.global_ids(batch)          # [B, W] rows of the fused table
+        emb = fe.lookup(ids)                # [B, W, dim]  (or meta.lookup(rows, local_ids))
+        fields = fe.pool(emb, batch)        # [B, F, dim]: sparse fields, then pooled sequences
+        fe.select(fields, names)            # [B, len(names), dim] in the order of ``names``
+
+    ``init``: ``"xavier_uniform"`` (each table with its own shape, as paddle's nn.Embedding
+    default per table) or ``("normal" | "truncated_normal", std)``.
+    """
+
+    def __init__(self, features, dim=None, sparse=False, init=("normal", None)):
+        super().__init__()
+        from models.common.features import SequenceFeature, SparseFeature
+
+        self.sparse_features = [f for f in features if isinstance(f, SparseFeature) and not isinstance(f, SequenceFeature)]
+        self.sequence_features = [f for f in features if isinstance(f, SequenceFeature)]
+        embedded = self.sparse_features + self.sequence_features
+        if not embedded:
+            raise ValueError("FeatureEmbedding needs at least one sparse or sequence feature")
+        self.dim = dim or embedded[0].embed_dim
+        by_name = {f.name: f for f in features}
+        offsets, sizes, total = {}, [], 0
+        for f in embedded:
+            owner = f.shared_with or f.name
+            if owner not in offsets:
+                if owner not in by_name:
+                    raise ValueError(f"feature {f.name} shares the table of {owner!r}, which is not embedded here")
+                offsets[owner] = total
+                sizes.append(by_name[owner].vocab_size)
+                total += by_name[owner].vocab_size
+        self.num_rows = total
+        self.names = [f.name for f in embedded]
+        self.position = {name: i for i, name in enumerate(self.names)}
+        # Column layout of global_ids: the sparse fields, then every sequence padded to the longest
+        # one (positions past a feature's own max_len repeat its last column and are masked out).
+        self.max_len = max([f.max_len for f in self.sequence_features], default=0)
+        columns, widths = [], 0
+        for f in self.sparse_features:
+            columns.append(widths)
+            widths += 1
+        for f in self.sequence_features:
+            columns.extend(widths + np.minimum(np.arange(self.max_len), f.max_len - 1))
+            widths += f.max_len
+        self.register_buffer("layout", paddle.to_tensor(np.array(columns, dtype="int64")), persistable=False)
+        offset_per_column = np.concatenate(
+            [[offsets[f.shared_with or f.name]] for f in self.sparse_features]
+            + [[offsets[f.shared_with or f.name]] * self.max_len for f in self.sequence_features]).astype("int64")
+        self.register_buffer("offsets", paddle.to_tensor(offset_per_column), persistable=False)
+        self.pooling_sum = [f.pooling == "sum" for f in self.sequence_features]
+        # The initializer runs when the table is created (so the random stream - and every later
+        # parameter - is the same as with a plain nn.Embedding); Xavier then rescales per table.
+        kind, std = ("normal", None) if init == "xavier_uniform" else init
+        self.table = nn.Embedding(total, self.dim, sparse=sparse,
+                                  weight_attr=_normal(std if std is not None else 1.0 / math.sqrt(self.dim),
+                                                      truncated=kind == "truncated_normal"))
+        if init == "xavier_uniform":
+            weight = self.table.weight
+            limits = np.repeat([math.sqrt(6.0 / (s + self.dim)) for s in sizes], sizes).astype("float32")
+            weight.set_value(paddle.uniform(weight.shape, dtype=weight.dtype, min=-1.0, max=1.0)
+                             * paddle.to_tensor(limits).astype(weight.dtype).unsqueeze(1))
+
+    @property
+    def weight(self):
+        return self.table.weight
+
+    def global_ids(self, batch):
+        """[B, W] rows of the fused table for the batch's sparse ids and padded sequences."""
+        parts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
+        parts += [batch[f.name] for f in self.sequence_features]
+        ids = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)
+        return paddle.index_select(ids, self.layout, axis=1) + self.offsets
+
+    def lookup(self, ids):
+        return self.table(ids)
+
+    def pool(self, emb, batch):
+        """[B, W, dim] looked-up rows -> [B, F, dim]: the sparse fields, then the sequences pooled
+        (mean or sum) over their first ``<name>_length`` ids."""
+        num_sparse = len(self.sparse_features)
+        if not self.sequence_features:
+            return emb
+        batch_size, num_seq = emb.shape[0], len(self.sequence_features)
+        padded = emb[:, num_sparse:].reshape([batch_size, num_seq, self.max_len, self.dim])
+        lengths = paddle.stack([batch[f.length_name].reshape([-1]) for f in self.sequence_features], axis=1)
+        positions = paddle.arange(self.max_len, dtype=lengths.dtype).reshape([1, 1, -1])
+        mask = (positions < lengths.unsqueeze(-1)).astype(emb.dtype)  # [B, S, L]
+        summed = paddle.sum(padded * mask.unsqueeze(-1), axis=2)
+        divisor = paddle.clip(paddle.sum(mask, axis=2, keepdim=True), min=1.0)  # empty list -> 0
+        if any(self.pooling_sum):
+            keep = paddle.to_tensor(np.array(self.pooling_sum).reshape([1, -1, 1]))
+            divisor = paddle.where(keep, paddle.ones_like(divisor), divisor)
+        pooled = summed / divisor
+        return pooled if not num_sparse else paddle.concat([emb[:, :num_sparse], pooled], axis=1)
+
+    def select(self, fields, names):
+        """The fields ``names`` of ``pool``'s output, in that order: [B, len(names), dim]."""
+        positions = [self.position[n] for n in names]
+        runs, start = [], 0
+        for i in range(1, len(positions) + 1):  # contiguous runs become slices
+            if i == len(positions) or positions[i] != positions[i - 1] + 1:
+                runs.append(fields[:, positions[start]:positions[i - 1] + 1])
+                start = i
+        return runs[0] if len(runs) == 1 else paddle.concat(runs, axis=1)
+
+    def forward(self, batch):
+        return self.pool(self.lookup(self.global_ids(batch)), batch)

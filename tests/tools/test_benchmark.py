@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
+from models.common.data import list_data_files
 from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
 from tools.utils import benchmarking as bm
 
@@ -76,7 +77,7 @@ def test_benchmark_existing_data_and_model_specific_hook(tmp_path):
                     "--batch-size", "16", "--steps", "2", "--warmup", "0", "--infer-steps", "1")
     result, _ = _json_result(proc)
     assert result["data"]["synthesised"] is False and result["rows_requested"] is None
-    with open(os.path.join(SAMPLE_DIR, os.listdir(SAMPLE_DIR)[0])) as f:
+    with open(list_data_files(SAMPLE_DIR, "x")[0]) as f:
         assert result["rows"] == sum(1 for line in f if line.strip())
     assert result["model_specific"] == {"batch": 16, "ok": True}
     assert "baseline" not in result and "speedup" not in result
@@ -89,8 +90,10 @@ def test_benchmark_user_error_is_one_line():
 
 
 def test_synthesise_rehashes_ids_deterministically(tmp_path):
-    slots = _criteo_module().SLOTS
-    source = [os.path.join(SAMPLE_DIR, f) for f in os.listdir(SAMPLE_DIR)]
+    from tools.utils.config import load_config
+
+    slots = bm.typed_slots(_criteo_module(), load_config(DEEPFM_CONFIG))
+    source = list_data_files(SAMPLE_DIR, "x")
     lines = bm.read_lines(source)
     info = bm.synthesise(source, str(tmp_path / "a"), 500, slots=slots, num_ids=1000, num_files=3)
     again = bm.synthesise(source, str(tmp_path / "b"), 500, slots=slots, num_ids=1000, num_files=3)
@@ -115,20 +118,22 @@ def test_line_by_line_baseline_matches_our_reader(tmp_path):
 
     module = _criteo_module()
     config = load_config(DEEPFM_CONFIG)
-    files = [os.path.join(SAMPLE_DIR, f) for f in sorted(os.listdir(SAMPLE_DIR))]
+    files = list_data_files(SAMPLE_DIR, "x")
     ours = module.RecDataset(files, config)
-    line_dataset = bm.LineByLineSlotDataset(files, module.SLOTS)
+    line_dataset = bm.LineByLineSlotDataset(files, bm.typed_slots(module, config))
     adapter = bm.BatchAdapter(line_dataset, ours.take(np.arange(4)))
     assert adapter.error is None
     loader = paddle.io.DataLoader(line_dataset, batch_size=8, drop_last=True)
     for k, batch in enumerate(loader):
         columns = adapter(batch)
-        assert [tuple(c.shape) for c in columns] == [(8, 1), (8, 26), (8, 13)]
+        assert tuple(columns["click"].shape) == (8,) and tuple(columns["dense_feature"].shape) == (8, 13)
+        assert tuple(columns["26"].shape) == (8,) and len(columns) == 28
         assert bm.batches_equal(ours.take(np.arange(8 * k, 8 * k + 8)), columns)
         if k == 2:
             break
-    # a column layout the slot groups cannot produce is reported, not guessed
-    assert bm.BatchAdapter(line_dataset, [np.zeros((4, 5), np.float32)]).error
+    # a column the slots cannot produce is reported, not guessed
+    assert bm.BatchAdapter(line_dataset, {"other": np.zeros((4, 5), np.float32)}).error
+    assert bm.BatchAdapter(line_dataset, {"dense_feature": np.zeros((4, 5), np.float32)}).error
 
 
 def test_split_steps_and_meter():

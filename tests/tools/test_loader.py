@@ -14,7 +14,7 @@ class PerSample(paddle.io.Dataset):
         return 23
 
     def __getitem__(self, index):
-        return [np.array([index], dtype="int64"), np.full(3, index, dtype="float32")]
+        return {"id": np.array([index], dtype="int64"), "x": np.full(3, index, dtype="float32")}
 
 
 def config(workers):
@@ -22,7 +22,7 @@ def config(workers):
 
 
 def batches(dataset, workers):
-    return [[t.numpy() for t in batch] for batch in create_loader(dataset, config(workers), "train", epoch=2)]
+    return [{k: t.numpy() for k, t in batch.items()} for batch in create_loader(dataset, config(workers), "train", epoch=2)]
 
 
 def test_same_batches_with_and_without_workers():
@@ -30,8 +30,9 @@ def test_same_batches_with_and_without_workers():
     for dataset in (ArrayDataset(columns, ["id", "x"]), PerSample()):
         in_process, workers = batches(dataset, 0), batches(dataset, 2)
         assert len(in_process) == 5
-        ids = np.concatenate([b[0].reshape(-1) for b in in_process])
+        ids = np.concatenate([b["id"].reshape(-1) for b in in_process])
         assert sorted(ids.tolist()) == list(range(23)) and ids.tolist() != list(range(23))  # shuffled
         for a, b in zip(in_process, workers):
-            for x, y in zip(a, b):
-                np.testing.assert_array_equal(x, y)
+            assert set(a) == set(b) == {"id", "x"}
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import paddle
 
-from models.common.data import DataFormatError
+from models.common.data import DataFormatError, SlotParser
 from tools.utils.runtime import train_step
 
 # ---------------------------------------------------------------------------------------------
@@ -62,6 +62,19 @@ def _mix(values, replica, slot):
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
+
+
+def typed_slots(module, config):
+    """[(slot name, int | float)] of a slot-format reader module (its ``SLOTS`` and ``schema``),
+    else None: which tokens of a line are integers (ids) and which are floats."""
+    names, declare = getattr(module, "SLOTS", None), getattr(module, "schema", None)
+    if not names or declare is None:
+        return None
+    schema = declare(config)
+    kinds = []
+    for column, width in SlotParser(names).columns_for(schema):
+        kinds.extend([int if schema.slots[column].block == "int" else float] * (width or 1))
+    return list(zip(names, kinds))
 
 
 def _line_template(line, slots, id_positions):
@@ -200,54 +213,34 @@ class LineByLineSlotDataset(paddle.io.IterableDataset):
 
 
 class BatchAdapter:
-    """Turn a collated PaddleRec-style batch (one tensor [B, width] per slot name) into the
-    columns our reader produces for the same rows, so the same DygraphModel can train on it.
-
-    The slot groups are: the label (first slot), every other integer slot concatenated, every
-    float slot concatenated. Each column of ``reference`` (a batch of our reader: list of arrays)
-    is matched to the group with the same dtype kind and width. ``error`` says why, if some
-    column has no match (the baseline is then skipped).
-    """
+    """Turn a collated PaddleRec-style batch (one tensor [B, width] per slot name) into the batch
+    dict our reader produces for the same rows, so the same DygraphModel can train on it: each
+    column of ``reference`` (a batch of our reader) takes the slot of the same name, reshaped and
+    cast like it. ``error`` says why, if some column has no such slot (the baseline is skipped)."""
 
     def __init__(self, dataset, reference):
-        names, kinds, widths = dataset.names, dataset.kinds, dataset.widths
-        label = names[0]
-        groups = [("label", [label]),
-                  ("ints", [n for n in names[1:] if kinds[n] is int]),
-                  ("floats", [n for n in names[1:] if kinds[n] is not int])]
-        candidates = []
-        for group, members in groups:
-            if not members:
-                continue
-            kind = "i" if kinds[members[0]] is int else "f"
-            candidates.append((group, [names.index(n) for n in members], kind, sum(widths[n] for n in members)))
-        self.plan, self.error, used = [], None, set()
-        for column, array in enumerate(reference):
+        self.plan, self.error = [], None
+        for name, array in reference.items():
             array = np.asarray(array)
-            width = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
-            kind = "i" if array.dtype.kind in "iu" else "f"
-            match = next((c for c in candidates if c[0] not in used and c[2] == kind and c[3] == width), None)
-            if match is None:
-                self.error = (f"column {column} of the reader's batches ({array.dtype}, shape {array.shape}) "
-                              f"matches no slot group of the line-by-line reader")
+            if name not in dataset.names:
+                self.error = f"column {name!r} of the reader's batches is no slot of the line-by-line reader"
                 return
-            used.add(match[0])
-            self.plan.append((match[1], tuple(array.shape[1:]), array.dtype))
+            width = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
+            if dataset.widths[name] != width:
+                self.error = f"column {name!r} has width {width}, slot {name!r} has {dataset.widths[name]}"
+                return
+            self.plan.append((name, dataset.names.index(name), tuple(array.shape[1:]), str(array.dtype)))
 
     def __call__(self, batch):
-        out = []
-        for indices, shape, dtype in self.plan:
-            parts = [batch[i] for i in indices]
-            tensor = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)
-            out.append(tensor.reshape([-1, *shape]) if shape else tensor.reshape([-1]))
-        return out
+        return {name: batch[i].reshape([-1, *shape]).astype(dtype) for name, i, shape, dtype in self.plan}
 
 
 def batches_equal(ours, theirs):
-    """Whether two batches (lists of tensors/arrays) hold the same values (floats to 1e-6)."""
-    if len(ours) != len(theirs):
+    """Whether two batch dicts hold the same values (floats to 1e-6)."""
+    if set(ours) != set(theirs):
         return False
-    for a, b in zip(ours, theirs):
+    for name in ours:
+        a, b = ours[name], theirs[name]
         a = a.numpy() if hasattr(a, "numpy") else np.asarray(a)
         b = b.numpy() if hasattr(b, "numpy") else np.asarray(b)
         if a.shape != b.shape:

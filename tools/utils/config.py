@@ -48,7 +48,10 @@ RUNNER_KEYS = {
     "seed": (2021, int),
     "print_interval": (10, int),
     "num_workers": (0, int),
-    "shuffle": (False, bool),
+    "shuffle": (False, (bool, str)),  # true: global permutation; block: block-wise (data beyond RAM)
+    "shuffle_block_rows": (65536, int),  # shuffle: block - contiguous rows per block
+    "shuffle_window_blocks": (8, int),  # shuffle: block - rows are shuffled within this many blocks
+    "data_cache_dir": (None, str),  # columnar cache; default: .rec_cache beside the data
     "resume": (False, bool),
     "skip_bad_lines": (False, bool),
 }
@@ -75,6 +78,18 @@ def _flatten(tree, prefix=""):
 
 def _type_name(value):
     return type(value).__name__
+
+
+def _is_kind(value, kind):
+    """isinstance, except that a bool is not an int (YAML's true is not 1)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def _kind_name(kind):
+    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
 
 
 def _compatible(old, new):
@@ -161,6 +176,11 @@ class Config:
                     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.0)
                     hint = f"; closest existing key: '{close[0]}'" if close else ""
                     raise ConfigError(f"override {key}: no such key in {self.path}{hint}")
+            elif key.startswith("runner.") and key[7:] in RUNNER_KEYS:
+                kind = RUNNER_KEYS[key[7:]][1]
+                if value is not None and not _is_kind(value, kind):
+                    raise ConfigError(f"override {key}: expected a value of type {_kind_name(kind)}, "
+                                      f"got {value!r} ({_type_name(value)})")
             elif not _compatible(known[key], value):
                 raise ConfigError(
                     f"override {key}: expected a value of type {_type_name(known[key])} "
@@ -191,9 +211,12 @@ class Config:
                 if default is REQUIRED:
                     raise ConfigError(f"{self.path}: required key 'runner.{key}' is missing")
                 continue
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ConfigError(f"{self.path}: 'runner.{key}' must be of type {kind.__name__}, got {value!r}")
-        for key in ("epochs", "train_batch_size", "infer_batch_size", "print_interval"):
+            if not _is_kind(value, kind):
+                raise ConfigError(f"{self.path}: 'runner.{key}' must be of type {_kind_name(kind)}, got {value!r}")
+        if isinstance(runner["shuffle"], str) and runner["shuffle"] != "block":
+            raise ConfigError(f"{self.path}: 'runner.shuffle' must be true, false or block, got {runner['shuffle']!r}")
+        for key in ("epochs", "train_batch_size", "infer_batch_size", "print_interval", "shuffle_block_rows",
+                    "shuffle_window_blocks"):
             if runner.get(key) is not None and runner[key] < 1:
                 raise ConfigError(f"{self.path}: 'runner.{key}' must be at least 1, got {runner[key]!r}")
         if runner["num_workers"] < 0:

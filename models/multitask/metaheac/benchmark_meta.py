@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
-from dygraph_model import DygraphModel, meta_loss  # noqa: E402
-from infer_meta import TaskEvaluator  # noqa: E402
-from lookalike_data import SEQ_LENS  # noqa: E402
+from dygraph_model import DygraphModel, meta_loss, task_batch  # noqa: E402
+from infer_meta import TaskEvaluator, _tensors  # noqa: E402
+from lookalike_data import AD, DYNAMIC, STATIC, schema  # noqa: E402
 from models.common.data import list_data_files  # noqa: E402
 from models.common.meta import inner_sgd_step  # noqa: E402
 from net import MetaHeacLayer  # noqa: E402
@@ -49,18 +49,19 @@ def _settings(config):
 
 def _model(config, sparse=True):
     hp = lambda k, d=None: config.get(f"hyper_parameters.{k}", d)  # noqa: E731
-    return MetaHeacLayer(hp("max_idxs"), SEQ_LENS, hp("embed_dim"), hp("mlp_dims"), hp("num_expert"),
+    return MetaHeacLayer(schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
                          hp("num_output"), hp("dropout", 0.0), sparse=sparse)
 
 
 def dense_meta_loss(model, support, query, local_lr, first_order, loss_fn):
     """PaddleRec's meta-step: fast weights for *every* parameter, whole table included."""
     losses = []
-    for t in range(support[0].shape[0]):
+    for t in range(support["label"].shape[0]):
+        s_batch, q_batch = task_batch(support, t), task_batch(query, t)
         params = dict(model.named_parameters())
-        support_loss = loss_fn(model(model.global_ids(support[0][t]), support[1][t], params), support[2][t])
+        support_loss = loss_fn(model(s_batch, params), s_batch["label"])
         fast = inner_sgd_step(support_loss, params, local_lr, first_order)  # dense [V, d] update of the table
-        losses.append(loss_fn(model(model.global_ids(query[0][t]), query[1][t], fast), query[2][t]))
+        losses.append(loss_fn(model(q_batch, fast), q_batch["label"]))
     return paddle.stack(losses).mean()
 
 
@@ -89,8 +90,8 @@ def _benchmark_task(config, seed_rows):
     """A hot test task of the sample with its seed rows resampled to ``seed_rows`` rows."""
     folder = config.get("runner.test_hot_data_dir") or config.get("runner.test_data_dir")
     task = InferDataset(list_data_files(folder, "runner.test_hot_data_dir"), config).tasks[0]
-    pick = np.random.default_rng(0).choice(len(task.stage1), seed_rows, replace=True)
-    return Task(task.aid, task.stage1.take(pick), task.stage2)
+    pick = np.random.default_rng(0).choice(len(task.stage1["label"]), seed_rows, replace=True)
+    return Task(task.aid, {k: v[pick] for k, v in task.stage1.items()}, task.stage2)
 
 
 def _paddlerec_finetune(config, model, folder, task):
@@ -100,19 +101,17 @@ def _paddlerec_finetune(config, model, folder, task):
     optimizer = paddle.optimizer.Adam(learning_rate=config.get("hyper_parameters.optimizer.local_test_learning_rate"),
                                       parameters=model.parameters())
     model.train()
-    offsets = model.column_offsets.numpy()
-    ids, lengths, labels = task.stage1.ids + offsets, task.stage1.lengths, task.stage1.label
     size = config.get("hyper_parameters.batch_size")
     for _ in range(config.get("runner.infer_train_epoch")):
-        for i in range(0, len(labels), size):
-            pred = model(paddle.to_tensor(ids[i:i + size]), paddle.to_tensor(lengths[i:i + size]))
-            loss = dm.create_loss(pred, paddle.to_tensor(labels[i:i + size]))
+        for i in range(0, len(task.stage1["label"]), size):
+            batch = _tensors(task.stage1, slice(i, i + size))
+            loss = dm.create_loss(model(batch), batch["label"])
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
     model.eval()
     with paddle.no_grad():
-        return model(paddle.to_tensor(task.stage2.ids + offsets), paddle.to_tensor(task.stage2.lengths)).numpy()
+        return model(_tensors(task.stage2)).numpy()
 
 
 def run_benchmark(config):
@@ -122,7 +121,7 @@ def run_benchmark(config):
     meta_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": s["batch_size"],
                             "hyper_parameters.task_count": s["task_count"]})
     sampler = TrainDataset(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"), meta_cfg)
-    batches = [[paddle.to_tensor(x) for x in sampler[i]] for i in range(s["meta_steps"] + 1)]
+    batches = [sampler[i] for i in range(s["meta_steps"] + 1)]
     first_order = bool(config.get("hyper_parameters.first_order", False))
     result = {"settings": {**s, "first_order": first_order,
                            "lazy_mode": bool(config.get("hyper_parameters.optimizer.lazy_mode", False)),

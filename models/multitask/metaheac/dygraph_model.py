@@ -11,7 +11,7 @@ meta-step never touches the whole table and the table's gradient is row-sparse.
 import numpy as np
 import paddle
 
-from lookalike_data import SEQ_LENS
+from lookalike_data import AD, DYNAMIC, STATIC, schema
 from models.common.base_model import BaseDygraphModel
 from models.common.meta import binary_cross_entropy, compact_ids, gather_rows, inner_sgd_step
 from net import TABLE, MetaHeacLayer
@@ -20,8 +20,13 @@ HP = ("max_idxs", "embed_dim", "mlp_dims", "num_expert", "num_output", "task_cou
       "optimizer.global_learning_rate", "optimizer.local_test_learning_rate")
 
 
-def _tensor(x):
-    return x if isinstance(x, paddle.Tensor) else paddle.to_tensor(x)
+def _tensors(batch):
+    return {k: v if isinstance(v, paddle.Tensor) else paddle.to_tensor(v) for k, v in batch.items()}
+
+
+def task_batch(batch, t):
+    """Task t of a meta-batch half ({column: [T, B, ...]}) -> {column: [B, ...]}."""
+    return {k: v[t] for k, v in batch.items()}
 
 
 def _layer(model):
@@ -38,18 +43,18 @@ def task_params(model, unique_ids):
 def meta_loss(model, support, query, local_lr, first_order, loss_fn):
     """Mean query loss over tasks after one inner SGD step per task.
 
-    ``support`` / ``query``: (ids [T, B, 63], lengths [T, B, 7], labels [T, B]) per-field ids.
+    ``support`` / ``query``: batches {column: tensor [T, B, ...]} of T tasks.
     -> (loss, query predictions [T, B]).
     """
     losses, preds = [], []
-    for t in range(support[0].shape[0]):
-        s_ids, q_ids = model.global_ids(support[0][t]), model.global_ids(query[0][t])
-        unique, (s_local, q_local) = compact_ids([s_ids, q_ids])
+    for t in range(support["label"].shape[0]):
+        s_batch, q_batch = task_batch(support, t), task_batch(query, t)
+        unique, (s_local, q_local) = compact_ids([model.global_ids(s_batch), model.global_ids(q_batch)])
         params = task_params(model, unique)
-        support_loss = loss_fn(model(s_local, support[1][t], params), support[2][t])
+        support_loss = loss_fn(model(s_batch, params, s_local), s_batch["label"])
         fast = inner_sgd_step(support_loss, params, local_lr, first_order)
-        pred = model(q_local, query[1][t], fast)
-        losses.append(loss_fn(pred, query[2][t]))
+        pred = model(q_batch, fast, q_local)
+        losses.append(loss_fn(pred, q_batch["label"]))
         preds.append(pred)
     return paddle.stack(losses).mean(), paddle.stack(preds)
 
@@ -62,7 +67,7 @@ class DygraphModel(BaseDygraphModel):
 
     def create_model(self, config):
         hp = lambda key, default=None: config.get(f"hyper_parameters.{key}", default)  # noqa: E731
-        return MetaHeacLayer(hp("max_idxs"), SEQ_LENS, hp("embed_dim"), hp("mlp_dims"), hp("num_expert"),
+        return MetaHeacLayer(schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
                              hp("num_output"), dropout=hp("dropout", 0.0))
 
     def create_optimizer(self, dy_model, config):
@@ -77,9 +82,8 @@ class DygraphModel(BaseDygraphModel):
         return binary_cross_entropy(pred, label)  # twice differentiable (paddle's BCE is not)
 
     def create_feeds(self, batch_data, config):
-        """-> (support, query, replaced): support/query = (ids, lengths, labels) tensors."""
-        tensors = [_tensor(x) for x in batch_data]
-        return tuple(tensors[0:3]), tuple(tensors[3:6]), int(tensors[6])
+        """-> (support, query, replaced): support/query = {column: tensor [T, B, ...]}."""
+        return _tensors(batch_data["support"]), _tensors(batch_data["query"]), int(batch_data["replaced"])
 
     def train_forward(self, dy_model, metrics_list, batch_data, config):
         support, query, replaced = self.create_feeds(batch_data, config)
@@ -87,11 +91,10 @@ class DygraphModel(BaseDygraphModel):
             _layer(dy_model), support, query, config.get("hyper_parameters.local_lr"),
             config.get("hyper_parameters.first_order", False), self.create_loss)
         for metric in metrics_list:
-            metric.update(preds.detach(), query[2])
+            metric.update(preds.detach(), query["label"])
         self.replaced_draws += replaced
         return loss, metrics_list, {"replaced_draws": self.replaced_draws}
 
     def batch_rows(self, batch_data):
         """Support + query rows of a meta-batch."""
-        ids = batch_data[0]
-        return 2 * int(np.prod(ids.shape[:2]))
+        return 2 * int(np.prod(batch_data["support"]["label"].shape[:2]))

@@ -62,7 +62,6 @@ class TaskEvaluator:
         self.table_name = next(n for n, p in model.named_parameters() if p is self.table)
         self.dense = [(n, p) for n, p in model.named_parameters() if p is not self.table]
         self.snapshot = {n: p.detach().clone() for n, p in self.dense}  # in memory, not re-read from disk
-        self.offsets = model.column_offsets.numpy()
         self.lr = config.get("hyper_parameters.optimizer.local_test_learning_rate")
         self.epochs = config.get("runner.infer_train_epoch")
         self.batch_size = config.get("hyper_parameters.batch_size")
@@ -73,25 +72,31 @@ class TaskEvaluator:
         for name, p in self.dense:
             p.set_value(self.snapshot[name])
 
-    def _predict(self, ids, lengths, params=None):
+    def _predict(self, batch, params=None, ids=None):
+        """Scores of a batch dict, in chunks of eval_batch rows; ``ids``: rows in ``params``' table subset."""
         self.model.eval()
         out = []
         with paddle.no_grad():
-            for i in range(0, len(ids), self.eval_batch):
-                out.append(self.model(paddle.to_tensor(ids[i:i + self.eval_batch]),
-                                      paddle.to_tensor(lengths[i:i + self.eval_batch]), params).numpy())
+            for i in range(0, len(batch["label"]), self.eval_batch):
+                rows = slice(i, i + self.eval_batch)
+                out.append(self.model(_tensors(batch, rows), params,
+                                      None if ids is None else paddle.to_tensor(ids[rows])).numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _global_ids(self, batch):
+        with paddle.no_grad():
+            return self.model.global_ids(_tensors(batch)).numpy()
 
     def predict_without_finetune(self, task):
         self.restore()
-        return self._predict(task.stage2.ids + self.offsets, task.stage2.lengths)
+        return self._predict(task.stage2)
 
     def finetune_and_predict(self, task):
         self.restore()
         # Everything random depends on (seed, aid) only: task order cannot change a task's result.
         paddle.seed((self.seed * 1_000_003 + task.aid) % (2 ** 31))
         rng = np.random.default_rng([self.seed, task.aid])
-        seed_ids, cand_ids = task.stage1.ids + self.offsets, task.stage2.ids + self.offsets
+        seed_ids, cand_ids = self._global_ids(task.stage1), self._global_ids(task.stage2)
         unique, local = np.unique(np.concatenate([seed_ids.ravel(), cand_ids.ravel()]), return_inverse=True)
         seed_local = local[:seed_ids.size].reshape(seed_ids.shape)
         cand_local = local[seed_ids.size:].reshape(cand_ids.shape)
@@ -102,17 +107,21 @@ class TaskEvaluator:
         params = {self.table_name: rows}
         optimizer = paddle.optimizer.Adam(learning_rate=self.lr, parameters=[p for _, p in self.dense] + [rows])
         self.model.train()
-        lengths, labels = task.stage1.lengths, task.stage1.label
         for _ in range(self.epochs):
-            order = rng.permutation(len(labels))
+            order = rng.permutation(len(task.stage1["label"]))
             for i in range(0, len(order), self.batch_size):
-                batch = order[i:i + self.batch_size]
-                pred = self.model(paddle.to_tensor(seed_local[batch]), paddle.to_tensor(lengths[batch]), params)
-                loss = self.dm.create_loss(pred, paddle.to_tensor(labels[batch]))
+                rows = order[i:i + self.batch_size]
+                batch = _tensors(task.stage1, rows)
+                pred = self.model(batch, params, paddle.to_tensor(seed_local[rows]))
+                loss = self.dm.create_loss(pred, batch["label"])
                 loss.backward()
                 optimizer.step()
                 optimizer.clear_grad()
-        return self._predict(cand_local, task.stage2.lengths, params)
+        return self._predict(task.stage2, params, cand_local)
+
+
+def _tensors(batch, rows=None):
+    return {k: paddle.to_tensor(v if rows is None else v[rows]) for k, v in batch.items()}
 
 
 def _mean(values):
@@ -138,8 +147,9 @@ def evaluate_set(evaluator, dataset, name, log):
         tuned = evaluator.finetune_and_predict(task)
         seconds = time.perf_counter() - start
         plain = evaluator.predict_without_finetune(task)
-        y = task.stage2.label
-        record = {"set": name, "aid": task.aid, "seed_rows": len(task.stage1), "seed_positives": int(task.stage1.label.sum()),
+        y = task.stage2["label"]
+        record = {"set": name, "aid": task.aid, "seed_rows": len(task.stage1["label"]),
+                  "seed_positives": int(task.stage1["label"].sum()),
                   "rows": len(y), "positives": int(y.sum()), "finetune_seconds": round(seconds, 4)}
         for suffix, p in (("", tuned), ("_no_finetune", plain)):
             record[f"auc{suffix}"] = auc(y, p)

@@ -6,19 +6,20 @@ Critics"): the network.
     fea  = sum_k softmax(expert_gate(task))_k * expert_k(user)                    hybrid experts
     pred = sum_j softmax(critic_gate(task))_j * sigmoid(critic_j(fea))             critics
 
-All fields share one embedding table; field f owns rows [offset_f, offset_f + max_idx_f].
-(PaddleRec keeps one table per field: the same parameters, but 20 lookups instead of one.)
+All fields share one table (models.common.embedding.FeatureEmbedding: field f owns rows
+[offset_f, offset_f + vocab_f)); PaddleRec keeps one table per field: the same parameters, but 20
+lookups instead of one.
 
-``forward(ids, lengths, params=None)``: ``ids`` [B, 63] are global row ids (see ``global_ids``).
+``forward(batch, params=None, ids=None)``: ``batch`` is a dict of the schema's columns.
 ``params`` maps parameter names to fast weights; when it holds the table (``TABLE``) that tensor
-is a row subset (see models.common.meta) and ``ids`` index into it.
+is a row subset (see models.common.meta) and ``ids`` ([B, W], positions in that subset of the
+rows ``embedding.global_ids(batch)``) say which rows each column uses.
 """
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from models.common.embedding import SparseEmbedding, pool, sequence_mask
+from models.common.embedding import FeatureEmbedding
 from models.common.layers import MLP, sub_params
 from models.common.meta import lookup, softmax
 
@@ -26,41 +27,18 @@ TABLE = "embedding.table.weight"  # the shared table's name in named_parameters(
 
 
 class MetaHeacLayer(nn.Layer):
-    def __init__(self, max_idxs, seq_lens, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0,
-                 sparse=True):
-        """``max_idxs``: [[static x7], [multi-hot x7], [ad x6]] largest id of each field (PaddleRec's
-        config layout); ``seq_lens``: padded width of each multi-hot field; ``sparse``: row-sparse
-        gradients for the table in the ordinary forward pass (False only for the dense baseline)."""
+    def __init__(self, schema, user_fields, ad_fields, mlp_dims, num_expert, num_output, dropout=0.0, sparse=True):
+        """``user_fields`` / ``ad_fields``: names of the schema's features forming the user and
+        the ad (task) side; ``sparse``: row-sparse gradients for the table in the ordinary forward
+        pass (False only for the dense baseline)."""
         super().__init__()
-        static, dynamic, ad = (list(m) for m in max_idxs)
-        if len(dynamic) != len(seq_lens):
-            raise ValueError(f"{len(dynamic)} multi-hot fields in max_idxs but {len(seq_lens)} seq_lens")
-        self.num_static, self.num_ad = len(static), len(ad)
-        self.seq_lens = list(seq_lens)
-        sizes = [m + 1 for m in static + dynamic + ad]
-        starts = np.cumsum([0] + sizes[:-1])
-        # Offset of every input column: one column per static/ad field, seq_len per multi-hot field.
-        widths = [1] * len(static) + self.seq_lens + [1] * len(ad)
-        self.register_buffer("column_offsets", paddle.to_tensor(np.repeat(starts, widths).astype("int64")),
-                             persistable=False)
-        # Multi-hot fields are padded to a common width so that one masked mean pools all of them:
-        # column map from the padded layout to input columns (extra slots are masked out).
-        self.max_len = max(self.seq_lens)
-        field_starts = len(static) + np.cumsum([0] + self.seq_lens[:-1])
-        padded = [field_starts[f] + np.minimum(np.arange(self.max_len), w - 1) for f, w in enumerate(self.seq_lens)]
-        layout = np.concatenate([np.arange(len(static))] + padded
-                                + [len(static) + sum(self.seq_lens) + np.arange(len(ad))])
-        self.register_buffer("layout", paddle.to_tensor(layout.astype("int64")), persistable=False)
-        self.embedding = SparseEmbedding(int(sum(sizes)), embed_dim, sparse=sparse)
+        self.user_fields, self.ad_fields = list(user_fields), list(ad_fields)
+        features = [schema[name] for name in self.user_fields + self.ad_fields]
         # PaddleRec's nn.Embedding default per table: Xavier-uniform with the table's own shape.
-        limits = np.repeat([np.sqrt(6.0 / (s + embed_dim)) for s in sizes], sizes).astype("float32")
-        weight = self.embedding.weight
-        weight.set_value(paddle.uniform(weight.shape, dtype=weight.dtype, min=-1.0, max=1.0)
-                         * paddle.to_tensor(limits).astype(weight.dtype).unsqueeze(1))
-
-        num_user_fields = len(static) + len(dynamic)
-        self.user_dim = num_user_fields * embed_dim
-        self.task_dim = (1 + len(ad)) * embed_dim
+        self.embedding = FeatureEmbedding(features, sparse=sparse, init="xavier_uniform")
+        embed_dim = self.embedding.dim
+        self.user_dim = len(self.user_fields) * embed_dim
+        self.task_dim = (1 + len(self.ad_fields)) * embed_dim
         hidden = mlp_dims[-1]
         # Every layer of mlp_dims is used (PaddleRec builds the second one but never applies it).
         self.experts = nn.LayerList([MLP(self.user_dim, mlp_dims, "relu", dropout) for _ in range(num_expert)])
@@ -69,23 +47,22 @@ class MetaHeacLayer(nn.Layer):
         self.critics = MLP(hidden, [num_output], last_activation=False)
         self.critic_gate = MLP(self.task_dim, [hidden, num_output], "relu", last_activation=False)
 
-    def global_ids(self, raw_ids):
-        """Per-field ids [B, 63] (columns static | multi-hot | ad) -> rows of the shared table."""
-        return raw_ids + self.column_offsets
+    def global_ids(self, batch):
+        """Rows of the shared table the batch uses: [B, W]."""
+        return self.embedding.global_ids(batch)
 
-    def forward(self, ids, lengths, params=None):
+    def forward(self, batch, params=None, ids=None):
         table = params.get(TABLE) if params is not None else None
-        ids = paddle.index_select(ids, self.layout, axis=1)  # [B, 7 + 7 * max_len + 6]
-        emb = self.embedding(ids) if table is None else lookup(table, ids)
-        batch, dim, num_dynamic = ids.shape[0], emb.shape[-1], len(self.seq_lens)
-        end = self.num_static + num_dynamic * self.max_len
-        dynamic = emb[:, self.num_static:end].reshape([batch * num_dynamic, self.max_len, dim])
-        mask = sequence_mask(lengths.reshape([-1]), self.max_len, dtype=emb.dtype)
-        pooled = pool(dynamic, mask, "mean").reshape([batch, num_dynamic, dim])
-        user = paddle.concat([emb[:, :self.num_static], pooled], axis=1)  # [B, 14, d]
-        task = paddle.concat([user.mean(axis=1, keepdim=True), emb[:, end:]], axis=1).reshape([batch, -1])
+        if ids is None:
+            ids = self.embedding.global_ids(batch)
+        emb = self.embedding.lookup(ids) if table is None else lookup(table, ids)
+        fields = self.embedding.pool(emb, batch)
+        user = self.embedding.select(fields, self.user_fields)  # [B, 14, d]
+        ad = self.embedding.select(fields, self.ad_fields)  # [B, 6, d]
+        batch_size = user.shape[0]
+        task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1).reshape([batch_size, -1])
 
-        user_flat = user.reshape([batch, -1])
+        user_flat = user.reshape([batch_size, -1])
         gate = softmax(self.expert_gate(task, sub_params(params, "expert_gate")), axis=1)  # [B, K]
         outputs = paddle.stack([expert(user_flat, sub_params(params, f"experts.{k}"))
                                 for k, expert in enumerate(self.experts)], axis=1)  # [B, K, h]

@@ -1,13 +1,14 @@
 """Test tasks for infer_meta.py: item i is one test task (ad), in ascending aid order, with its
 stage-1 rows (seed users with labels: fine-tuning) and stage-2 rows (candidates with labels:
-testing). The folder holds *stage1* and *stage2* files (.npz or trusted .pkl)."""
+testing), each a batch dict ``{column: array}``. The folder holds *stage1* and *stage2* files
+(.npz or trusted .pkl), read through the columnar cache."""
 import os
 
 import numpy as np
 import paddle
 
-from lookalike_data import data_files, load_rows, split_stages
-from models.common.data import DataFormatError
+from lookalike_data import LookalikeParser, data_files, schema, split_stages
+from models.common.data import CachedDataset, DataFormatError
 
 
 class Task:
@@ -15,12 +16,13 @@ class Task:
         self.aid, self.stage1, self.stage2 = int(aid), stage1, stage2
 
 
-def _by_task(rows):
-    """{aid: Rows} grouping rows once (stable: file order kept within a task)."""
-    order = np.argsort(rows.aid, kind="stable")
-    aids, starts = np.unique(rows.aid[order], return_index=True)
+def _by_task(dataset):
+    """{aid: batch dict} grouping rows once (stable: file order kept within a task)."""
+    aid = dataset.column("aid")
+    order = np.argsort(aid, kind="stable")
+    aids, starts = np.unique(aid[order], return_index=True)
     ends = np.r_[starts[1:], len(order)]
-    return {int(a): rows.take(order[s:e]) for a, s, e in zip(aids, starts, ends)}
+    return {int(a): dataset.take(order[s:e]) for a, s, e in zip(aids, starts, ends)}
 
 
 class RecDataset(paddle.io.Dataset):
@@ -29,9 +31,9 @@ class RecDataset(paddle.io.Dataset):
         files = data_files(file_list)
         folder = os.path.dirname(file_list[0]) if file_list else "?"
         stage1_files, stage2_files = split_stages(files, folder)
-        max_idxs = config.get("hyper_parameters.max_idxs")
-        stage1 = _by_task(load_rows(stage1_files, max_idxs))
-        stage2 = _by_task(load_rows(stage2_files, max_idxs))
+        declared, parser = schema(config), LookalikeParser()
+        stage1 = _by_task(CachedDataset(stage1_files, config, declared, parser))
+        stage2 = _by_task(CachedDataset(stage2_files, config, declared, parser))
         missing = sorted(set(stage2) - set(stage1))
         if missing:
             raise DataFormatError(f"{folder}: task(s) {missing[:5]} have stage-2 rows but no stage-1 (seed) rows")

@@ -5,17 +5,17 @@ code); a support and a query set of ``batch_size`` rows each are drawn from the 
 independently (they may overlap, as in the official code). A task with fewer than
 ``batch_size`` rows is drawn with replacement and counted (``replaced`` in the batch).
 
-Rows are grouped by task once at start-up; a meta-batch is a handful of fancy-index operations.
-Randomness comes from a generator seeded with (runner.seed, epoch, i): the same run gives the same
-batches, whatever runner.num_workers.
+The rows live in the columnar cache (models.common.data); only the task grouping (an index
+per row) is held in memory. A meta-batch is ``{"support": batch, "query": batch, "replaced": n}``
+where each batch is ``{column: array [task_count, batch_size, ...]}``. Randomness comes from a
+generator seeded with (runner.seed, epoch, i): the same run gives the same batches, whatever
+runner.num_workers.
 """
-
 import numpy as np
 import paddle
 
-from lookalike_data import data_files, load_rows
-from models.common.data import DataFormatError
-
+from lookalike_data import LookalikeParser, data_files, schema
+from models.common.data import CachedDataset, DataFormatError
 
 
 class RecDataset(paddle.io.Dataset):
@@ -26,15 +26,15 @@ class RecDataset(paddle.io.Dataset):
         files = data_files(file_list)
         if not files:
             raise DataFormatError(f"runner.train_data_dir: no .npz/.pkl files among {file_list}")
-        self.rows = load_rows(files, config.get("hyper_parameters.max_idxs"))
+        self.rows = CachedDataset(files, config, schema(config), LookalikeParser())
         self.task_count = config.get("hyper_parameters.task_count")
         self.batch_size = config.get("hyper_parameters.batch_size")
         self.seed = config.get("runner.seed")
         self.epoch = 0
         # Group rows by task once: task t owns self.order[starts[t]:starts[t] + counts[t]].
-        self.order = np.argsort(self.rows.aid, kind="stable")
-        self.tasks, self.starts, self.counts = np.unique(self.rows.aid[self.order], return_index=True,
-                                                         return_counts=True)
+        aid = self.rows.column("aid")
+        self.order = np.argsort(aid, kind="stable")
+        self.tasks, self.starts, self.counts = np.unique(aid[self.order], return_index=True, return_counts=True)
         self.probs = self.counts / self.counts.sum()
         self.small_tasks = int((self.counts < self.batch_size).sum())
         if self.small_tasks:
@@ -54,6 +54,11 @@ class RecDataset(paddle.io.Dataset):
         replace = count < self.batch_size
         return self.order[self.starts[task] + rng.choice(count, self.batch_size, replace=replace)], replace
 
+    def _take(self, index_sets):
+        """[task_count, batch_size] row indices -> {column: [task_count, batch_size, ...]}."""
+        batch = self.rows.take(index_sets.reshape(-1))
+        return {k: v.reshape(index_sets.shape + v.shape[1:]) for k, v in batch.items()}
+
     def __getitem__(self, index):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tasks = rng.choice(len(self.tasks), size=self.task_count, replace=True, p=self.probs)
@@ -64,8 +69,5 @@ class RecDataset(paddle.io.Dataset):
             support.append(s)
             query.append(q)
             replaced += int(r)
-        out = []
-        for index_sets in (np.stack(support), np.stack(query)):  # [task_count, batch_size]
-            part = self.rows.take(index_sets)
-            out += [part.ids, part.lengths, part.label]
-        return out + [np.array(replaced, dtype=np.int64)]
+        return {"support": self._take(np.stack(support)), "query": self._take(np.stack(query)),
+                "replaced": np.array(replaced, dtype=np.int64)}

@@ -1,9 +1,10 @@
 """DeepFM wrapper for the shared runners (PaddleRec method names; defaults from the base class:
 BCE loss, Adam, running AUC in training logs, exact AUC + logloss for evaluation)."""
+from criteo_reader import schema
 from models.common.base_model import BaseDygraphModel
 from net import DeepFMLayer
 
-REQUIRED = ("sparse_feature_number", "sparse_feature_dim", "dense_input_dim", "sparse_inputs_slots", "fc_sizes")
+REQUIRED = ("sparse_feature_number", "sparse_feature_dim", "fc_sizes")
 
 
 class DygraphModel(BaseDygraphModel):
@@ -11,16 +12,5 @@ class DygraphModel(BaseDygraphModel):
     label_names = ("click",)
 
     def create_model(self, config):
-        hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
-        return DeepFMLayer(
-            sparse_feature_number=hp("sparse_feature_number"),
-            sparse_feature_dim=hp("sparse_feature_dim"),
-            dense_feature_dim=hp("dense_input_dim"),
-            sparse_num_field=hp("sparse_inputs_slots") - 1,  # PaddleRec counts the label slot too
-            layer_sizes=hp("fc_sizes"),
-            sparse=config.get("hyper_parameters.sparse_gradients", False),
-        )
-
-    def create_feeds(self, batch_data, config):
-        label, sparse_ids, dense_values = batch_data
-        return label, [sparse_ids, dense_values]
+        return DeepFMLayer(schema(config), config.get("hyper_parameters.fc_sizes"),
+                           sparse=config.get("hyper_parameters.sparse_gradients", False))

@@ -25,11 +25,13 @@ def test_forward_is_sigmoid_of_first_order_fm_and_dnn():
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 1000, size=(4, 26))
     dense = rng.random((4, 13)).astype("float32")
-    pred = model(paddle.to_tensor(ids), paddle.to_tensor(dense)).numpy()
+    batch = {str(i + 1): paddle.to_tensor(ids[:, i]) for i in range(26)}
+    batch["dense_feature"] = paddle.to_tensor(dense)
+    pred = model(batch).numpy()
     assert pred.shape == (4, 1) and ((pred > 0) & (pred < 1)).all()
 
     # The same prediction from the parameters, in numpy.
-    table = model.sparse_table.weight.numpy()
+    table = model.embedding.weight.numpy()
     w, v = table[:, 0], table[:, 1:]
     wd = model.dense_weight.weight.numpy()[0, :, 0]
     vd = model.dense_embedding.weight.numpy()[0]
@@ -53,7 +55,7 @@ def test_learns_a_simple_rule(tmp_path):
     model = dm.create_model(config)
     optimizer = dm.create_optimizer(model, config)
     dataset = load_module(os.path.join(FOLDER, "criteo_reader.py")).RecDataset([str(tmp_path / "part-0.txt")], config)
-    batch = [paddle.to_tensor(a) for a in dataset.take(np.arange(512))]
+    batch = {k: paddle.to_tensor(v) for k, v in dataset.take(np.arange(512)).items()}
     metrics, _ = dm.create_metrics("train")
     losses = []
     for _ in range(30):
@@ -70,16 +72,19 @@ def test_reader_shapes_on_shipped_sample():
     reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
     path = os.path.join(FOLDER, "data", "train", "sample_train.txt")
     dataset = reader.RecDataset([path], config)
-    label, sparse, dense = dataset.take(np.arange(len(dataset)))
+    batch = dataset.take(np.arange(len(dataset)))
+    label, dense = batch["click"], batch["dense_feature"]
+    sparse = np.stack([batch[str(i)] for i in range(1, 27)], axis=1)
     rows = sum(1 for _ in open(path))
-    assert label.shape == (rows, 1) and sparse.shape == (rows, 26) and dense.shape == (rows, 13)
+    assert label.shape == (rows,) and sparse.shape == (rows, 26) and dense.shape == (rows, 13)
     assert set(np.unique(label)) == {0, 1}
-    assert sparse.dtype == np.int64 and dense.dtype == np.float32
+    assert sparse.dtype == np.int64 and dense.dtype == np.float32 and (sparse < 1000001).all()
     assert 0 <= dense.min() and dense.max() <= 1
 
 
 def test_reader_rejects_ids_outside_the_table(tmp_path):
     (path,) = write_criteo_like(tmp_path, 20, num_ids=5000)
     reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
-    with pytest.raises(DataFormatError, match="sparse_feature_number=1000"):
-        reader.RecDataset([path], small_config())
+    with pytest.raises(DataFormatError, match=f"{path}, line [0-9]+: [0-9]+ has value [0-9]+ outside "
+                                              r"\[0, 999\] \(vocabulary of [0-9]+: 1000 ids\)"):
+        reader.RecDataset([path], small_config(f"runner.data_cache_dir={tmp_path / 'cache'}"))

@@ -10,7 +10,8 @@ import paddle
 import pytest
 
 from conftest import REPO, run_tool
-from tools.utils.config import load_config
+from models.common.data import DataFormatError
+from tools.utils.config import Config, load_config
 from tools.utils.loading import load_dygraph_model, load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
@@ -50,18 +51,28 @@ def _tiny(dtype="float32", seed=0, **kw):
     """A small MetaHeac net and a random meta-batch (2 tasks x 6 rows) for it."""
     _, net, _ = _modules()
     lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    schema = lookalike.schema(Config({"hyper_parameters": {"max_idxs": TINY_MAX_IDXS, "embed_dim": kw.get("dim", 4)}},
+                                     "tiny.yaml"))
     paddle.set_default_dtype(dtype)
     try:
         paddle.seed(seed)
-        model = net.MetaHeacLayer(TINY_MAX_IDXS, lookalike.SEQ_LENS, kw.get("dim", 4), kw.get("mlp", [5, 3]),
+        model = net.MetaHeacLayer(schema, lookalike.STATIC + lookalike.DYNAMIC, lookalike.AD, kw.get("mlp", [5, 3]),
                                   num_expert=2, num_output=2)
     finally:
         paddle.set_default_dtype("float32")
     rng = np.random.default_rng(seed)
-    parts = [lookalike.to_rows(_random_rows(rng, 6, aid=t), "test", TINY_MAX_IDXS) for t in range(4)]
-    support = [paddle.to_tensor(np.stack([getattr(p, k) for p in parts[:2]])) for k in ("ids", "lengths", "label")]
-    query = [paddle.to_tensor(np.stack([getattr(p, k) for p in parts[2:]])) for k in ("ids", "lengths", "label")]
-    return model, support, query
+    parts = [_random_rows(rng, 6, aid=t) for t in range(4)]
+    for part in parts:
+        part["label"] = part["label"].astype(dtype)
+
+    def stack(tasks):
+        return {k: paddle.to_tensor(np.stack([p[k] for p in tasks])) for k in parts[0]}
+
+    return model, stack(parts[:2]), stack(parts[2:])
+
+
+def _task(batch, t):
+    return {k: v[t] for k, v in batch.items()}
 
 
 # ---- fast-weight math ------------------------------------------------------------------------
@@ -72,12 +83,11 @@ def test_fast_weight_forward_equals_normal_forward():
     dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
     model, support, _ = _tiny()
     model.eval()
-    ids = model.global_ids(support[0][0])
-    unique, (local,) = compact_ids([ids])
+    batch = _task(support, 0)
+    unique, (local,) = compact_ids([model.global_ids(batch)])
     params = dygraph_model.task_params(model, unique)
     assert len(unique) < model.embedding.weight.shape[0]  # really a subset of the table
-    np.testing.assert_allclose(model(local, support[1][0], params).numpy(), model(ids, support[1][0]).numpy(),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(model(batch, params, local).numpy(), model(batch).numpy(), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("first_order", [True, False])
@@ -144,41 +154,69 @@ def test_sampler_is_deterministic_and_handles_small_tasks(tmp_path):
     small = _random_rows(rng, 5, max_idxs=config.get("hyper_parameters.max_idxs"), aid=7)
     big = _random_rows(rng, 60, max_idxs=config.get("hyper_parameters.max_idxs"), aid=8)
     _write_npz(str(tmp_path / "train.npz"), {k: np.concatenate([small[k], big[k]]) for k in small})
+    config.set("runner.data_cache_dir", str(tmp_path / "cache"))
     dataset = reader.RecDataset([str(tmp_path / "train.npz")], config)
     assert dataset.small_tasks == 1 and len(dataset) == math.ceil(65 / 16)
     items = [dataset[i] for i in range(len(dataset))]
     again = [dataset[i] for i in reversed(range(len(dataset)))][::-1]
     for a, b in zip(items, again):
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)
-    assert items[0][0].shape == (5, 16, 63) and items[0][2].shape == (5, 16)
-    assert sum(int(i[-1]) for i in items) > 0  # the 5-row task was drawn, with replacement
+        for half in ("support", "query"):
+            for name, value in a[half].items():
+                np.testing.assert_array_equal(value, b[half][name])
+    support = items[0]["support"]
+    assert support["interest1"].shape == (5, 16, 10) and support["label"].shape == (5, 16)
+    assert support["kw1_length"].shape == (5, 16) and support["aid"].shape == (5, 16)
+    for t in range(5):  # support rows of a task all belong to one task, with its own rows
+        assert len(set(support["aid"][t].tolist())) == 1
+    assert sum(int(i["replaced"]) for i in items) > 0  # the 5-row task was drawn, with replacement
 
 
-def test_reader_accepts_published_pickle(shared_data):
+def test_reader_accepts_published_pickle(shared_data, tmp_path):
     path = os.path.join(shared_data, "tencent-lookalike-metaheac", "paddlerec", "train_stage1.pkl")
     if not os.path.isfile(path):
         pytest.skip("PaddleRec's sample pickle is not present")
-    config, _ = _config()
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
     full = load_config(os.path.join(FOLDER, "config_bigdata.yaml")).get("hyper_parameters.max_idxs")
-    rows = lookalike.load_rows([path], full)
-    frame = pd.read_pickle(path)
-    assert len(rows) == len(frame) and rows.ids.shape == (len(frame), 63)
-    np.testing.assert_array_equal(rows.ids[:, 7:17], np.stack(frame["interest1"].to_numpy()))
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    config, _ = _config(f"runner.data_cache_dir={tmp_path}")
     config.set("hyper_parameters.max_idxs", full)
-    assert len(reader.RecDataset([path], config)[0]) == 7
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    dataset = reader.RecDataset([path], config)
+    frame = pd.read_pickle(path)
+    rows = dataset.rows.take(np.arange(len(frame)))
+    assert len(dataset.rows) == len(frame)
+    np.testing.assert_array_equal(rows["interest1"], np.stack(frame["interest1"].to_numpy()))
+    np.testing.assert_array_equal(rows["kw2_length"], frame["kw2_length"].to_numpy())
+    np.testing.assert_array_equal(rows["productId"], frame["productId"].to_numpy())
+    assert set(dataset[0]) == {"support", "query", "replaced"}
 
 
 def test_reader_rejects_ids_beyond_max_idxs(tmp_path):
-    config, _ = _config()
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    config, _ = _config(f"runner.data_cache_dir={tmp_path / 'cache'}")
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
     cols = _random_rows(np.random.default_rng(0), 4, max_idxs=config.get("hyper_parameters.max_idxs"))
-    cols["kw1"][0, 0] = 10 ** 6
+    cols["kw1"][2, 0] = 10 ** 6
     _write_npz(str(tmp_path / "x.npz"), cols)
-    with pytest.raises(Exception, match="kw1"):
-        lookalike.load_rows([str(tmp_path / "x.npz")], config.get("hyper_parameters.max_idxs"))
+    with pytest.raises(DataFormatError, match=r"x.npz, row 2: kw1 has value 1000000 outside \[0, 2000\]"):
+        reader.RecDataset([str(tmp_path / "x.npz")], config)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "zero_rows"])
+def test_bad_npz_names_the_file(tmp_path, damage):
+    config, _ = _config(f"runner.data_cache_dir={tmp_path / 'cache'}")
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    good = _random_rows(np.random.default_rng(0), 40, max_idxs=config.get("hyper_parameters.max_idxs"))
+    _write_npz(str(tmp_path / "a.npz"), good)
+    path = tmp_path / "b.npz"
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        _write_npz(str(path), good)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        _write_npz(str(path), {k: v[:0] for k, v in good.items()})
+        assert len(reader.RecDataset([str(tmp_path / "a.npz"), str(path)], config).rows) == 40  # 0 rows is fine
+        return
+    with pytest.raises(DataFormatError, match=f"{path}: not a readable .npz file"):
+        reader.RecDataset([str(tmp_path / "a.npz"), str(path)], config)
 
 
 # ---- infer_meta protocol -----------------------------------------------------------------------
@@ -211,7 +249,7 @@ def test_single_label_task_is_skipped_not_zero():
     config, dm = _config("runner.infer_train_epoch=1")
     infer_meta, evaluator, dataset, _ = _evaluator(config, dm)
     one_label = dataset.tasks[0]
-    one_label.stage2.label[:] = 0
+    one_label.stage2["label"][:] = 0
     dataset.tasks = dataset.tasks[:3]
     logs = []
     frame, summary = infer_meta.evaluate_set(evaluator, dataset, "hot", logs.append)

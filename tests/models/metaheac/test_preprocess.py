@@ -4,7 +4,11 @@ import os
 
 import numpy as np
 
+from types import SimpleNamespace
+
 from conftest import REPO, run_tool
+from models.common.data import CachedDataset
+from tools.utils.config import Config
 from tools.utils.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
@@ -51,10 +55,17 @@ def test_preprocess_raw_files(tmp_path):
     # Ad fields are label-encoded over adFeature.csv; interest1 has 12 distinct ids -> pad id 12.
     assert max_idxs[2] == [3, 3, 2, 3, 2, 2] and max_idxs[1][0] == 12
     lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
-    train = lookalike.load_rows([os.path.join(out, "train_data", "train_stage1.npz")], max_idxs)
-    hot1 = lookalike.load_rows([os.path.join(out, "test_hot_data", "test_hot_stage1.npz")], max_idxs)
-    hot2 = lookalike.load_rows([os.path.join(out, "test_hot_data", "test_hot_stage2.npz")], max_idxs)
-    cold1 = lookalike.load_rows([os.path.join(out, "test_cold_data", "test_cold_stage1.npz")], max_idxs)
+    config = Config({"runner": {"data_cache_dir": str(tmp_path / "cache")},
+                     "hyper_parameters": {"max_idxs": max_idxs, "embed_dim": 4}}, "x.yaml")
+
+    def rows(name):  # read the way the readers do: ids checked against max_idxs
+        dataset = CachedDataset([os.path.join(out, name)], config, lookalike.schema(config),
+                                lookalike.LookalikeParser(), say=lambda m: None)
+        return SimpleNamespace(**dataset.take(np.arange(len(dataset))))
+
+    train = rows("train_data/train_stage1.npz")
+    hot1, hot2 = rows("test_hot_data/test_hot_stage1.npz"), rows("test_hot_data/test_hot_stage2.npz")
+    cold1 = rows("test_cold_data/test_cold_stage1.npz")
     train_aids, test_aids = set(train.aid), set(hot1.aid) | set(cold1.aid)
     assert len(train_aids) == 2 and len(test_aids) == 2 and not train_aids & test_aids  # 50/50 split of ads
     assert set(hot2.aid) == set(hot1.aid)
