@@ -66,6 +66,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, help="timed training steps (default: one epoch minus warm-up)")
     parser.add_argument("--infer-steps", type=int, help="timed inference batches (default: one pass minus warm-up)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing (default 5)")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="also train on an in-memory copy of the same rows (the reference for the "
+                             "memory-mapped cache's speed), alternating with ours in --rounds chunks")
     parser.add_argument("--baseline", action="store_true",
                         help="also measure a PaddleRec-style line-by-line reader pipeline on the same files")
     parser.add_argument("--baseline-opt", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -198,14 +201,21 @@ def make_baseline(ctx, dataset, slots, overrides=()):
     return pipeline, None, same
 
 
-def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
-    """Train and infer with our pipeline (and the baseline), alternating in ``--rounds`` chunks so
-    that a change in machine load hits both alike."""
+def _pipeline_on(ctx, dataset):
     config = ctx.config
-    ours = Pipeline(ctx, lambda epoch: create_loader(dataset, config, "train", epoch),
+    return Pipeline(ctx, lambda epoch: create_loader(dataset, config, "train", epoch),
                     lambda epoch: create_loader(dataset, config, "infer", epoch))
+
+
+def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
+    """Train and infer with our pipeline (and the baseline / the in-memory copy), alternating in
+    ``--rounds`` chunks so that a change in machine load hits all alike."""
+    ours = _pipeline_on(ctx, dataset)
+    in_memory = None
+    if args.in_memory and hasattr(dataset, "in_memory"):
+        in_memory = _pipeline_on(ctx, dataset.in_memory())
     base, skipped, same = None, None, None
-    rounds = args.rounds if args.baseline else 1
+    rounds = args.rounds if args.baseline or in_memory else 1
     chunks = bm.split_steps(steps, rounds)
     log(f"training: {args.warmup} warm-up + {steps} timed steps" + (f" in {len(chunks)} rounds" if rounds > 1 else ""))
     for i, chunk in enumerate(chunks):
@@ -217,17 +227,23 @@ def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
                 base, skipped, same = make_baseline(ctx, dataset, slots, args.baseline_opt)
                 if skipped:
                     log(f"baseline skipped: {skipped}")
-        if base is not None:
-            base.train(ctx, warmup, chunk)
+        for other in (base, in_memory):
+            if other is not None:
+                other.train(ctx, warmup, chunk)
     for i, chunk in enumerate(bm.split_steps(infer_steps, rounds)):
         warmup = args.warmup if i == 0 else 0
-        ours.infer(ctx, warmup, chunk)
-        if base is not None:
-            base.infer(ctx, warmup, chunk)
+        for pipeline in (ours, base, in_memory):
+            if pipeline is not None:
+                pipeline.infer(ctx, warmup, chunk)
     reader_steps = min(steps, 100)
     train, infer = ours.results(args.warmup, reader_steps)
     log(f"ours: train {train['ins_per_sec']:.0f} ins/s, reader share {train['reader_share']:.1%} "
         f"(alone {train['reader_cost_share']:.1%}); infer {infer['ins_per_sec']:.0f} ins/s")
+    if in_memory is not None:
+        m_train, m_infer = in_memory.results(args.warmup, reader_steps)
+        log(f"in-memory copy: train {m_train['ins_per_sec']:.0f} ins/s, reader share {m_train['reader_share']:.1%}; "
+            f"infer {m_infer['ins_per_sec']:.0f} ins/s")
+        memory["in_memory"] = {"train": m_train, "infer": m_infer, "same_last_loss": m_train["last_loss"] == train["last_loss"]}
     baseline = None
     if args.baseline:
         if base is None:
@@ -281,7 +297,10 @@ def summary_line(result):
     text = (f"{name}: {result['rows']} rows, batch {result['batch_size']}: "
             f"train {train['ins_per_sec']:.0f} ins/s (reader {train['reader_share']:.1%} of step), "
             f"infer {infer['ins_per_sec']:.0f} ins/s, parse {data['parse_seconds']:.2f} s "
-            f"({data['rows_per_sec']:.0f} rows/s), peak RSS {result['memory']['peak_rss_mb_ours_train']:.0f} MB")
+            f"({data['rows_per_sec']:.0f} rows/s), reopen {data['open_cached_seconds']:.2f} s, "
+            f"peak RSS {result['memory']['peak_rss_mb_ours_train']:.0f} MB")
+    if "mmap_vs_in_memory" in result:
+        text += f" | memory-mapped/in-memory train {result['mmap_vs_in_memory']['train']:.3f}x"
     base = result.get("baseline")
     if base and "train" in base:
         text += (f" | baseline train {base['train']['ins_per_sec']:.0f} ins/s "
@@ -312,11 +331,15 @@ def run(args):
                 f"{data_info['files']} files) in {data_info['seconds']:.1f} s")
         rss_before = bm.current_rss_mb()
         start = time.perf_counter()
-        dataset = create_dataset(reader_class, config, "train")
+        dataset = create_dataset(reader_class, config, "train")  # converts into the cache if needed
         parse_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        dataset = create_dataset(reader_class, config, "train")  # what every later run does
+        open_seconds = time.perf_counter() - start
         rows = len(dataset)
         dataset_info = {
             "parse_seconds": round(parse_seconds, 4),
+            "open_cached_seconds": round(open_seconds, 4),
             "rows_per_sec": rows / parse_seconds if parse_seconds > 0 else 0.0,
             "mb_per_sec": data_info["bytes"] / 2 ** 20 / parse_seconds if parse_seconds > 0 else 0.0,
             "rss_added_mb": round(bm.current_rss_mb() - rss_before, 1),
@@ -348,6 +371,15 @@ def run(args):
             "infer": infer,
             "memory": memory,
         }
+        if "in_memory" in memory:
+            result["in_memory"] = memory.pop("in_memory")
+            ours_rounds = train["ins_per_sec_rounds"]
+            mem_rounds = result["in_memory"]["train"]["ins_per_sec_rounds"]
+            result["mmap_vs_in_memory"] = {
+                "train": _ratio(train["ins_per_sec"], result["in_memory"]["train"]["ins_per_sec"]),
+                "infer": _ratio(infer["ins_per_sec"], result["in_memory"]["infer"]["ins_per_sec"]),
+                "train_rounds": [round(a / b, 3) for a, b in zip(ours_rounds, mem_rounds) if b],
+            }
         if baseline is not None:
             result["baseline"] = baseline
             if "train" in baseline:

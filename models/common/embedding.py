@@ -118,7 +118,7 @@ class FeatureEmbedding(nn.Layer):
         self.dim = dim or embedded[0].embed_dim
         by_name = {f.name: f for f in features}
         offsets, sizes, total = {}, [], 0
-        for f in embedded:
+        for f in [f for f in features if f in embedded]:  # tables in declaration order
             owner = f.shared_with or f.name
             if owner not in offsets:
                 if owner not in by_name:

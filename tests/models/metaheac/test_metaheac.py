@@ -281,23 +281,3 @@ def test_train_and_infer_meta_end_to_end(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     with open(os.path.join(out, "metrics.json")) as f:
         assert json.load(f)["headline"] == head
-
-
-def test_training_is_reproducible(tmp_path):
-    rng = np.random.default_rng(3)
-    with np.load(SAMPLE_TRAIN) as data:
-        columns = {k: data[k] for k in data.files}
-    pick = np.sort(rng.choice(len(columns["label"]), 160, replace=False))
-    _write_npz(str(tmp_path / "train" / "small.npz"), {k: v[pick] for k, v in columns.items()})
-    results = []
-    for run in range(2):
-        ckpt = str(tmp_path / f"ckpt{run}")
-        done = run_tool("tools/trainer.py", "-m", CONFIG, "-o", f"runner.model_save_path={ckpt}",
-                        f"runner.train_data_dir={tmp_path / 'train'}", "hyper_parameters.batch_size=8")
-        assert done.returncode == 0, done.stdout + done.stderr
-        with open(os.path.join(ckpt, "metrics.json")) as f:
-            results.append(json.load(f)["train"][0])
-        results[-1]["params"] = paddle.load(os.path.join(ckpt, "0", "rec.pdparams"))
-    assert results[0]["loss"] == results[1]["loss"]
-    for name, value in results[0]["params"].items():
-        np.testing.assert_array_equal(value.numpy(), results[1]["params"][name].numpy())
