@@ -96,9 +96,7 @@ class SlotParser:
         self.signature = "slots:" + " ".join(self.slots)
         keys = [s.encode() for s in self.slots]
         self.key_lengths = np.array([len(k) for k in keys], dtype=np.int64)
-        self.key_table = np.zeros((len(keys), max(len(k) for k in keys)), dtype=np.uint8)
-        for j, key in enumerate(keys):
-            self.key_table[j, :len(key)] = np.frombuffer(key, dtype=np.uint8)
+        self.key_bytes = np.frombuffer(b"".join(keys), dtype=np.uint8)  # a line's keys, concatenated
 
     def columns_for(self, schema):
         """[(column name, width or None)] in token order; the token count must match."""
@@ -126,48 +124,54 @@ class SlotParser:
 
     # -- bulk structure check --------------------------------------------------------------
     def _check_structure(self, a):
-        """For the bytes ``a`` (uint8, whole lines): (line index of each line with tokens,
-        boolean 'line is well formed' per such line, number of lines)."""
+        """For the bytes ``a`` (uint8, whole lines): (index of each line that has tokens, boolean
+        'line is well formed' for each of them, number of lines). All in bulk, O(bytes)."""
         newline = a == 10
         token_char = ~(newline | (a == 32) | (a == 9) | (a == 13))
-        newlines = np.flatnonzero(newline)
-        num_lines = len(newlines)
-        previous = np.concatenate([[False], token_char[:-1]])
-        starts = np.flatnonzero(token_char & ~previous)
-        following = np.concatenate([token_char[1:], [False]])
-        ends = np.flatnonzero(token_char & ~following) + 1
-        token_line = np.searchsorted(newlines, starts)  # the line each token is on
+        num_lines = int(newline.sum())
+        starts_mask = token_char.copy()
+        starts_mask[1:] &= ~token_char[:-1]
+        starts = np.flatnonzero(starts_mask)
+        ends_mask = token_char.copy()
+        ends_mask[:-1] &= ~token_char[1:]
+        ends = np.flatnonzero(ends_mask) + 1
+        token_line = np.searchsorted(np.flatnonzero(newline), starts)  # newlines before a token = its line
         per_line = np.bincount(token_line, minlength=num_lines)
         lines_with_tokens = np.flatnonzero(per_line)
         ok_line = per_line[lines_with_tokens] == len(self.slots)
         if not len(starts):
             return lines_with_tokens, ok_line, num_lines
-        # Position of each token within its line.
+        # Position of each token within its line, and the slot expected there.
         first_token_of_line = np.cumsum(per_line) - per_line
         position = np.arange(len(starts)) - first_token_of_line[token_line]
-        position_ok = position < len(self.slots)
         slot = np.minimum(position, len(self.slots) - 1)
-        # Exactly one ':' per token, after the expected key and before a non-empty value.
+        # Exactly one ':' per token, after a key of the expected length, before a non-empty value.
         colon = np.flatnonzero(a == 58)
         token_of_colon = np.searchsorted(starts, colon, side="right") - 1  # a ':' is a token byte
         colons = np.bincount(token_of_colon, minlength=len(starts))
         colon_at = np.full(len(starts), -1, dtype=np.int64)
         colon_at[token_of_colon] = colon  # meaningful where the token has exactly one ':'
         key_length = colon_at - starts
-        token_ok = position_ok & (colons == 1) & (key_length == self.key_lengths[slot]) & (ends - colon_at > 1)
-        # Key bytes against the expected slot names (only where the lengths already agree).
-        candidates = np.flatnonzero(token_ok)
-        lengths = key_length[candidates]
-        total = int(lengths.sum())
-        if total:
-            owner = np.repeat(np.arange(len(candidates)), lengths)
-            offset = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            got = a[starts[candidates][owner] + offset]
-            expected = self.key_table[slot[candidates][owner], offset]
-            mismatch = np.bincount(owner[got != expected], minlength=len(candidates))
-            token_ok[candidates[mismatch > 0]] = False
-        bad_tokens_per_line = np.bincount(token_line[~token_ok], minlength=num_lines)
-        ok_line &= bad_tokens_per_line[lines_with_tokens] == 0
+        token_ok = ((position < len(self.slots)) & (colons == 1) & (key_length == self.key_lengths[slot])
+                    & (ends - colon_at > 1))
+        bad_tokens = np.bincount(token_line[~token_ok], minlength=num_lines)
+        ok_line &= bad_tokens[lines_with_tokens] == 0
+        # Key bytes against the slot names: on lines whose every token has the right key length,
+        # the key bytes (token start .. ':') of a line are exactly the slot names concatenated.
+        good_lines = lines_with_tokens[ok_line]
+        keep = np.zeros(num_lines, dtype=bool)
+        keep[good_lines] = True
+        marks = np.zeros(len(a) + 1, dtype=np.int8)
+        keyed = keep[token_line]
+        marks[starts[keyed]] += 1
+        marks[colon_at[keyed]] -= 1
+        keys = a[np.cumsum(marks[:-1], dtype=np.int8).astype(bool)]
+        expected = self.key_bytes
+        if len(good_lines) and keys.size == len(good_lines) * len(expected):
+            matches = (keys.reshape(len(good_lines), len(expected)) == expected).all(axis=1)
+            ok_line[np.flatnonzero(ok_line)[~matches]] = False
+        elif len(good_lines):  # cannot happen: every good line has exactly the expected key bytes
+            raise AssertionError("slot key bytes do not add up")
         return lines_with_tokens, ok_line, num_lines
 
     def _describe(self, line):
