@@ -60,8 +60,9 @@ class Chunk:
 
 
 # ---- PaddleRec's slot text format -------------------------------------------------------------
-def iter_line_blocks(path, chunk_bytes=CHUNK_BYTES):
+def iter_line_blocks(path, chunk_bytes=None):
     """Yield (number of the block's first line, bytes of whole lines) reading ``path`` in chunks."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     line, rest = 1, b""
     with open(path, "rb") as f:
         while True:

@@ -64,11 +64,21 @@ def test_chunked_conversion_equals_whole_file_and_keeps_line_numbers(tmp_path, m
     monkeypatch.setattr(data, "CHUNK_BYTES", 1000)  # ~4 lines per chunk
     with pytest.raises(DataFormatError, match=f"{path}, line 250: expected 40 fields"):
         load([path], tmp_path)
+    chunks = []
+    monkeypatch.setattr(data.Chunk, "__init__", _recording(data.Chunk.__init__, chunks))
     small = load([path], tmp_path, skip_bad_lines=True)
+    assert len(chunks) > 50  # really converted piecewise
     monkeypatch.setattr(data, "CHUNK_BYTES", 1 << 24)
     whole = load([path], tmp_path / "other", skip_bad_lines=True)
     assert small.skipped_lines == whole.skipped_lines == 1 and len(small) == 299
     np.testing.assert_array_equal(as_matrix(small), as_matrix(whole))
+
+
+def _recording(init, calls):
+    def wrapper(self, *args, **kwargs):
+        calls.append(1)
+        init(self, *args, **kwargs)
+    return wrapper
 
 
 @pytest.mark.parametrize("mutate, message", [
