@@ -79,6 +79,8 @@ class BaseDygraphModel:
     learning_rate_default = 0.001
     # False: runner.use_fleet / several launched processes are refused up front.
     supports_data_parallel = True
+    # {dotted key: value} the model needs under runner.use_fleet (data parallel); others are refused.
+    data_parallel_requires = {}
     # A model whose protocol needs its own evaluation script (in its folder) names it here;
     # tools/infer.py then refuses the config and points at that script.
     evaluator_script = None

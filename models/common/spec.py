@@ -39,7 +39,8 @@ class Param:
         bounds = [f">= {self.min}" if self.min is not None else None, f"> {self.above}" if self.above is not None else None,
                   f"<= {self.max}" if self.max is not None else None, f"< {self.below}" if self.below is not None else None]
         bounds = [b for b in bounds if b]
-        return text + (" " + " and ".join(bounds) if bounds else "")
+        text += " " + " and ".join(bounds) if bounds else ""
+        return text + (f" (each {self.items.describe()})" if self.kind is list and self.items is not None else "")
 
     def check(self, key, value):
         """The value to use for ``key`` (ints made floats where a float is declared), or SpecError."""

@@ -318,3 +318,9 @@ def test_infer_points_metaheac_to_infer_meta(tmp_path):
     result = run_tool("tools/infer.py", "-m", METAHEAC_CONFIG, "-o", f"runner.model_save_path={tmp_path / 'ckpt'}")
     assert_user_error(result, "infer_meta.py", "evaluated by its own script")
 
+
+
+def test_deepfm_data_parallel_needs_dense_gradients(tmp_path):
+    result = run_tool("tools/trainer.py", "-m", DEEPFM_CONFIG, "-o", "runner.use_fleet=true",
+                      "hyper_parameters.sparse_gradients=true", f"runner.model_save_path={tmp_path / 'ckpt'}")
+    assert_user_error(result, "hyper_parameters.sparse_gradients", "runner.use_fleet=true")

@@ -69,6 +69,11 @@ def setup(args, distributed=True):
         raise ConfigError(
             f"runner.use_fleet: {_name(dygraph_model)} does not support data-parallel training "
             f"({launched} process(es) launched); set runner.use_fleet=false and run one process")
+    if distributed and config.get("runner.use_fleet"):
+        for key, value in getattr(dygraph_model, "data_parallel_requires", {}).items():
+            if config.get(key) != value:
+                raise ConfigError(f"{key}: must be {value!r} with runner.use_fleet=true (data parallel), "
+                                  f"got {config.get(key)!r}")
     if config.get("runner.use_gpu"):
         if not paddle.is_compiled_with_cuda():
             raise ConfigError("runner.use_gpu is true but this PaddlePaddle build has no CUDA support")

@@ -18,6 +18,7 @@ class DygraphModel(BaseDygraphModel):
         "hyper_parameters.sparse_gradients": Param(bool, required=False, default=False),
     }
     label_names = ("click",)
+    data_parallel_requires = {"hyper_parameters.sparse_gradients": False}  # DataParallel all-reduces dense grads
 
     def create_model(self, config):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
