@@ -1,9 +1,11 @@
 """Evaluate saved epochs: python tools/infer.py -m models/<area>/<model>/config.yaml [-o key=value ...]
 
-Evaluates runner.infer_start_epoch .. runner.infer_end_epoch - 1 from runner.infer_load_path,
-logs the metrics and writes them to <output>/metrics.json, where <output> is
-runner.infer_output_path if set (then per-sample predictions go there too, one CSV per epoch),
-else <infer_load_path>/infer.
+Evaluates runner.infer_start_epoch .. runner.infer_end_epoch - 1 from runner.infer_load_path
+(default: runner.model_save_path, also when only the latter is overridden with -o), logs the
+metrics and writes them to <output>/metrics.json, where <output> is runner.infer_output_path if
+set (then per-sample predictions go there too, one CSV per epoch), else <infer_load_path>/infer.
+The folder and epochs evaluated are logged first; the output folder is checked to be writable
+before any work; checkpoints are loaded strictly (a parameter that does not fit is an error).
 """
 import os
 import sys
@@ -16,7 +18,8 @@ import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__i
 import paddle  # noqa: E402
 
 from models.common.metrics import to_numpy  # noqa: E402
-from tools.utils.checkpoint import complete_epochs, load_checkpoint, write_atomic, write_json  # noqa: E402
+from tools.utils.checkpoint import (check_writable, complete_epochs, config_differences, load_checkpoint,  # noqa: E402
+                                    read_run, write_atomic, write_json)
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
@@ -40,12 +43,39 @@ def epochs_to_evaluate(config):
     return load_path, list(range(start, end))
 
 
+def prepare_evaluation(config, log, default_output):
+    """What every evaluation does before work: pick the folder and epochs, check the output
+    folder is writable, log both (and any difference between the training run's model config and
+    this one). -> (load_path, epochs, output_dir); output_dir defaults to
+    <load_path>/<default_output>."""
+    load_path, epochs = epochs_to_evaluate(config)
+    output_dir = config.get("runner.infer_output_path") or os.path.join(load_path, default_output)
+    check_writable(output_dir, "runner.infer_output_path")
+    source = "runner.infer_load_path"
+    if load_path != config.get("runner.model_save_path"):
+        source += f"; runner.model_save_path is {config.get('runner.model_save_path')}"
+    log(f"evaluating epoch(s) {epochs} of {load_path} ({source}); output to {output_dir}")
+    run = read_run(load_path)
+    for difference in (config_differences(run, config) if run else []):
+        log(f"note: {difference}")
+    return load_path, epochs, output_dir
+
+
+def check_evaluator(dm, config):
+    """A model evaluated by its own script (``evaluator_script``) is refused by tools/infer.py."""
+    script = getattr(dm, "evaluator_script", None)
+    if script:
+        path = os.path.join(os.path.dirname(config.path), script)
+        raise ConfigError(f"{config.path}: this model is evaluated by its own script, not tools/infer.py: "
+                          f"python {path} -m {config.path}")
+
+
 def infer(ctx):
     """Evaluate the configured epochs; return {epoch: metrics}."""
     config, dm = ctx.config, ctx.dygraph_model
-    load_path, epochs = epochs_to_evaluate(config)
+    check_evaluator(dm, config)
+    load_path, epochs, output_dir = prepare_evaluation(config, ctx.log, "infer")
     output_path = config.get("runner.infer_output_path")
-    output_dir = output_path or os.path.join(load_path, "infer")
     model = dm.create_model(config)
     dataset = create_dataset(load_reader(config, "infer"), config, "infer")
     metrics, names = dm.create_metrics("infer")

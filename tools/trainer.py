@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
-from tools.utils.checkpoint import check_writable, complete_epochs, load_checkpoint, save_checkpoint, write_json  # noqa: E402
+from tools.utils.checkpoint import load_checkpoint, prepare_save_path, save_checkpoint, write_json, write_run  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
 from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
@@ -23,17 +23,19 @@ def train(ctx):
     """Run the configured epochs; return the per-epoch summaries (also in metrics.json)."""
     config, dm = ctx.config, ctx.dygraph_model
     save_path = config.get("runner.model_save_path")
-    if ctx.is_main:
-        check_writable(save_path, "runner.model_save_path")
+    # Leftovers removed, earlier run's epochs refused (or deleted with runner.overwrite), resume
+    # only onto checkpoints of the same model config.
+    done = prepare_save_path(config, ctx.log, ctx.is_main)
+    if ctx.world_size > 1:
+        paddle.distributed.barrier()  # the main process has prepared the folder
     model = dm.create_model(config)
     optimizer = dm.create_optimizer(model, config)
     if ctx.world_size > 1:
         model = paddle.DataParallel(model)
 
     history, start_epoch = [], 0
-    done = complete_epochs(save_path) if config.get("runner.resume") else []
     if done:
-        load_checkpoint(save_path, done[-1], model, optimizer)
+        load_checkpoint(save_path, done[-1], model, optimizer, config_key="runner.model_save_path")
         start_epoch = done[-1] + 1
         history = [h for h in _read_history(save_path) if h["epoch"] < start_epoch]
         ctx.log(f"resumed from {os.path.join(save_path, str(done[-1]))}, continuing at epoch {start_epoch}")
@@ -81,6 +83,8 @@ def train(ctx):
         ctx.log(f"epoch {epoch} done: {_format({k: v for k, v in summary.items() if k != 'epoch'})}")
         history.append(summary)
         if ctx.is_main:
+            if epoch == start_epoch and not done:
+                write_run(save_path, config)  # the manifest first: no checkpoint without one
             path = save_checkpoint(save_path, epoch, model, optimizer)
             write_json(os.path.join(save_path, "metrics.json"), {"config": config.path, "train": history})
             ctx.log(f"saved checkpoint {path}")

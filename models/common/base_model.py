@@ -2,14 +2,67 @@
 
 A batch is a dict ``{column name: tensor}`` (see models.common.data); the network takes the whole
 dict and reads its features by name. A binary-classification model only writes
-``create_model``; the defaults give it BCE loss on the label ``label_names[0]``, Adam from
-``hyper_parameters.optimizer``, a running AUC in training logs and exact AUC + logloss for
-evaluation.
+``create_model``; the defaults give it BCE loss on the label ``label_names[0]``, the optimizer
+of ``hyper_parameters.optimizer`` (``class``: Adam, AdamW, SGD, Adagrad, Momentum, RMSProp), a
+running AUC in training logs and exact AUC + logloss for evaluation.
+
+A model also declares what it reads and supports, so that the runners refuse a bad config before
+any work: ``config_spec`` (key -> models.common.spec.Param: type and range),
+``supports_data_parallel`` and ``evaluator_script``.
 """
+import inspect
+import os
+
 import paddle
 import paddle.nn.functional as F
 
 from models.common.metrics import AUC, LogLoss, RunningAUC
+from models.common.spec import Param, SpecError
+
+OPTIMIZER = "hyper_parameters.optimizer"
+# hyper_parameters.optimizer.class (case-insensitive) -> paddle.optimizer class name
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "adagrad": "Adagrad", "momentum": "Momentum",
+              "rmsprop": "RMSProp"}
+LAZY_OPTIMIZERS = ("Adam", "AdamW")  # the ones with lazy_mode (update only the rows a batch used)
+
+
+def optimizer_spec(learning_rate_key=f"{OPTIMIZER}.learning_rate", learning_rate_default=0.001):
+    """The optimizer keys every model understands (settable with -o even when absent from the file)."""
+    return {
+        f"{OPTIMIZER}.class": Param(str, choices=OPTIMIZERS.values(), required=False, default="Adam"),
+        learning_rate_key: Param(float, above=0, required=learning_rate_default is None,
+                                 default=learning_rate_default),
+        f"{OPTIMIZER}.weight_decay": Param(float, min=0, required=False),
+        f"{OPTIMIZER}.lazy_mode": Param(bool, required=False, default=False),
+    }
+
+
+def check_optimizer_config(config):
+    """Combinations of optimizer keys that cannot work, as SpecError naming the key."""
+    name = config.get(f"{OPTIMIZER}.class") or "Adam"
+    if str(name).lower() not in OPTIMIZERS:
+        raise SpecError(f"'{OPTIMIZER}.class' must be one of {', '.join(OPTIMIZERS.values())}, got {name!r}")
+    if config.get(f"{OPTIMIZER}.lazy_mode") and OPTIMIZERS[str(name).lower()] not in LAZY_OPTIMIZERS:
+        raise SpecError(f"'{OPTIMIZER}.lazy_mode' is true but {OPTIMIZERS[str(name).lower()]} has no lazy mode "
+                        f"(only {' and '.join(LAZY_OPTIMIZERS)}); set it to false")
+
+
+def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning_rate", learning_rate_default=None):
+    """The optimizer ``hyper_parameters.optimizer`` describes: ``class`` (default Adam), the
+    learning rate at ``learning_rate_key``, ``weight_decay`` (L2; AdamW's decoupled decay) and
+    ``lazy_mode`` (Adam/AdamW only)."""
+    check_optimizer_config(config)
+    name = OPTIMIZERS[str(config.get(f"{OPTIMIZER}.class") or "Adam").lower()]
+    learning_rate = config.get(learning_rate_key, learning_rate_default)
+    if learning_rate is None:
+        raise SpecError(f"required key '{learning_rate_key}' is missing")
+    kwargs = {"learning_rate": float(learning_rate), "parameters": parameters}
+    weight_decay = config.get(f"{OPTIMIZER}.weight_decay")
+    if weight_decay is not None:
+        kwargs["weight_decay"] = float(weight_decay)
+    if name in LAZY_OPTIMIZERS:
+        kwargs["lazy_mode"] = bool(config.get(f"{OPTIMIZER}.lazy_mode", False))
+    return getattr(paddle.optimizer, name)(**kwargs)
 
 
 class BaseDygraphModel:
@@ -19,6 +72,36 @@ class BaseDygraphModel:
     required_keys = ()
     # Names of the label columns, used for the per-sample prediction CSV.
     label_names = ("label",)
+    # Declared config keys {dotted key: Param}, merged over the class hierarchy with the optimizer
+    # keys (see ``full_config_spec``); checked before any work, settable with -o.
+    config_spec = {}
+    # Where the optimizer's learning rate lives (None default: the key is required).
+    learning_rate_key = f"{OPTIMIZER}.learning_rate"
+    learning_rate_default = 0.001
+    # False: runner.use_fleet / several launched processes are refused up front.
+    supports_data_parallel = True
+    # {dotted key: value} the model needs under runner.use_fleet (data parallel); others are refused.
+    data_parallel_requires = {}
+    # A model whose protocol needs its own evaluation script (in its folder) names it here;
+    # tools/infer.py then refuses the config and points at that script.
+    evaluator_script = None
+
+    @classmethod
+    def full_config_spec(cls):
+        """Optimizer keys + every ``config_spec`` along the class hierarchy (subclass wins)."""
+        spec = optimizer_spec(cls.learning_rate_key, cls.learning_rate_default)
+        for klass in reversed(cls.__mro__):
+            spec.update(vars(klass).get("config_spec", {}))
+        return spec
+
+    @classmethod
+    def model_name(cls):
+        """The model folder's name, e.g. 'deepfm', for messages."""
+        return os.path.basename(os.path.dirname(os.path.abspath(inspect.getfile(cls))))
+
+    def check_config(self, config):
+        """Rules across keys that a per-key spec cannot say; raise SpecError naming a key."""
+        check_optimizer_config(config)
 
     def create_model(self, config):
         raise NotImplementedError
@@ -31,11 +114,7 @@ class BaseDygraphModel:
         return F.binary_cross_entropy(pred, label.astype("float32").reshape(pred.shape))
 
     def create_optimizer(self, dy_model, config):
-        learning_rate = config.get("hyper_parameters.optimizer.learning_rate", 0.001)
-        weight_decay = config.get("hyper_parameters.optimizer.weight_decay", None)
-        return paddle.optimizer.Adam(
-            learning_rate=learning_rate, parameters=dy_model.parameters(), weight_decay=weight_decay,
-            lazy_mode=config.get("hyper_parameters.optimizer.lazy_mode", False))
+        return build_optimizer(dy_model.parameters(), config, self.learning_rate_key, self.learning_rate_default)
 
     def create_metrics(self, mode="train"):
         """-> (metric objects, names). Training logs use a constant-memory running AUC;

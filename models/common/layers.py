@@ -66,9 +66,17 @@ class MLP(nn.Layer):
                          _param(linear, "bias", params, f"linears.{i}."))
             if i < last or self.last_activation:
                 x = self.activation(x)
-                if self.dropout > 0:
-                    x = F.dropout(x, p=self.dropout, training=self.training)
+                if self.dropout > 0 and self.training:
+                    x = dropout(x, self.dropout)
         return x
+
+
+def dropout(x, p):
+    """Inverted dropout as a mask multiply: the same expectation as F.dropout, but twice
+    differentiable (paddle's dropout_grad has no gradient of its own, so second-order MAML
+    through F.dropout fails). The mask comes from paddle's generator (paddle.seed)."""
+    keep = (paddle.rand(x.shape, dtype=x.dtype) >= p).astype(x.dtype)
+    return x * keep / (1.0 - p)
 
 
 class FMInteraction(nn.Layer):

@@ -1,14 +1,35 @@
 """Checkpoints ``<model_save_path>/<epoch>/rec.pdparams`` + ``rec.pdopt`` and JSON outputs, all
-written atomically: into a temporary name first, renamed into place only when complete."""
+written atomically: into a temporary name first, renamed into place only when complete.
+
+A training run also writes ``<model_save_path>/run.json`` (the run manifest): the model-defining
+part of its config (every section but ``runner:``), so that a later run knows whether the
+checkpoints in the folder are its own (``prepare_save_path``). Loading is strict: a checkpoint
+whose parameters differ from the model's in name or shape is an error naming the parameter.
+"""
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 
 import paddle
 
+from tools.utils.config import ConfigError, _flatten
+
 CHECKPOINT_FILES = ("rec.pdparams", "rec.pdopt")
+RUN_FILE = "run.json"
+# Top-level config sections that do not define the trained model (the manifest leaves them out).
+NOT_MODEL_SECTIONS = ("runner", "benchmark")
+# What a run writes into model_save_path besides the epoch folders (removed by runner.overwrite).
+RUN_OUTPUTS = (RUN_FILE, "metrics.json")
+# Temporary names of atomic writes (save_checkpoint, write_atomic, check_writable): an interrupted
+# run (kill -9, power loss) can leave them; the next run removes them.
+TEMPORARY_PREFIXES = (".tmp-", ".write-test-") + tuple(f".{name}." for name in RUN_OUTPUTS)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that does not belong to the model or run the config describes (a user error)."""
 
 
 def check_writable(folder, config_key):
@@ -53,15 +74,173 @@ def complete_epochs(folder):
     return sorted(epochs)
 
 
-def load_checkpoint(folder, epoch, model, optimizer=None):
+def checkpoint_epochs(folder):
+    """Every epoch folder name in ``folder`` (complete or not), ascending."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(n) for n in os.listdir(folder) if n.isdigit() and os.path.isdir(os.path.join(folder, n)))
+
+
+def _read(path, config_key):
+    try:
+        return paddle.load(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{config_key}: {path} does not exist") from None
+    except Exception as error:  # truncated or foreign file: paddle raises various types
+        raise CheckpointError(f"{config_key}: cannot read checkpoint file {path} ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _shape(value):
+    return list(getattr(value, "shape", []))
+
+
+def state_mismatches(expected, loaded):
+    """Differences between a model's state_dict and a loaded one, as readable strings."""
+    problems = []
+    for name, value in expected.items():
+        if name not in loaded:
+            problems.append(f"parameter '{name}' {_shape(value)} is missing from the checkpoint")
+        elif _shape(loaded[name]) != _shape(value):
+            problems.append(f"parameter '{name}' has shape {_shape(loaded[name])} in the checkpoint "
+                            f"but {_shape(value)} in the model")
+    problems += [f"the checkpoint has parameter '{name}' {_shape(loaded[name])} that the model does not have"
+                 for name in loaded if name not in expected]
+    return problems
+
+
+def load_checkpoint(folder, epoch, model, optimizer=None, config_key="runner.infer_load_path"):
+    """Load ``folder/<epoch>`` into ``model`` (and ``optimizer``), strictly: a missing, extra or
+    mis-shaped parameter is a CheckpointError naming the parameter and ``config_key``."""
     path = os.path.join(folder, str(epoch))
     params_file = os.path.join(path, "rec.pdparams")
     if not os.path.isfile(params_file):
-        raise FileNotFoundError(f"no checkpoint for epoch {epoch}: {params_file} does not exist")
+        raise FileNotFoundError(f"{config_key}: no checkpoint for epoch {epoch}: {params_file} does not exist")
     layer = getattr(model, "_layers", model)
-    layer.set_state_dict(paddle.load(params_file))
+    state = _read(params_file, config_key)
+    problems = state_mismatches(layer.state_dict(), state)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(
+            f"{config_key}: checkpoint {params_file} does not fit the model this config builds: "
+            f"{'; '.join(problems[:3])}{more} - was it trained with other hyper_parameters?")
+    layer.set_state_dict(state)
     if optimizer is not None:
-        optimizer.set_state_dict(paddle.load(os.path.join(path, "rec.pdopt")))
+        opt_file = os.path.join(path, "rec.pdopt")
+        try:
+            optimizer.set_state_dict(_read(opt_file, config_key))
+        except (AssertionError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{config_key}: optimizer state {opt_file} does not fit this config's "
+                                  f"optimizer ({type(error).__name__}: {error})") from None
+
+
+# ---- run manifest -------------------------------------------------------------------------------
+def model_config(config):
+    """{dotted key: value} of every section that defines the model (not ``runner:``), as JSON
+    would store it."""
+    sections = {k: v for k, v in config.data.items() if k not in NOT_MODEL_SECTIONS}
+    return json.loads(json.dumps(_flatten(sections), sort_keys=True, default=str))
+
+
+def config_digest(values):
+    import hashlib
+
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_run(folder):
+    """The manifest of the run that wrote ``folder``, or None."""
+    try:
+        with open(os.path.join(folder, RUN_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def config_differences(run, config):
+    """['hyper_parameters.x: a in the run, b now', ...] between a manifest and a config."""
+    saved, current = run.get("model_config", {}), model_config(config)
+    return [f"{key}: {saved.get(key, '(absent)')!r} in the saved run, {current.get(key, '(absent)')!r} now"
+            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+
+
+def write_run(folder, config):
+    """Write ``folder/run.json``: this run's model config (before its first checkpoint, so that
+    no checkpoint exists without a manifest)."""
+    values = model_config(config)
+    write_json(os.path.join(folder, RUN_FILE), {
+        "config": config.path, "model_config": values, "digest": config_digest(values),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def remove_leftovers(folder):
+    """Delete the temporary files and folders an interrupted save left in ``folder``; -> names."""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(TEMPORARY_PREFIXES):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+            removed.append(name)
+    return removed
+
+
+def prepare_save_path(config, log, is_main=True):
+    """Make ``runner.model_save_path`` ready for a training run; -> the complete epochs to resume
+    from ([] for a fresh start).
+
+    - leftovers of an interrupted save are removed (main process only);
+    - runner.resume=true continues from the last complete epoch only when the folder's run.json
+      says the checkpoints were written under the same model config; otherwise it refuses,
+      naming what differs;
+    - a fresh run (runner.resume=false) refuses a folder that already holds epoch folders, unless
+      runner.overwrite=true, which deletes them (and run.json, metrics.json) first.
+    Every process makes the same decision; only the main one changes the folder. The trainer
+    writes the new run.json (``write_run``) just before its first checkpoint.
+    """
+    folder = config.get("runner.model_save_path")
+    if is_main:
+        check_writable(folder, "runner.model_save_path")
+        removed = remove_leftovers(folder)
+        if removed:
+            log(f"removed {len(removed)} leftover(s) of an interrupted run from {folder}: {', '.join(removed)}")
+    epochs = checkpoint_epochs(folder)
+    if config.get("runner.resume"):
+        done = complete_epochs(folder)
+        if done:
+            run = read_run(folder)
+            if run is None:
+                raise CheckpointError(
+                    f"runner.resume: {folder} has checkpoints (epochs {done}) but no {RUN_FILE} saying which "
+                    f"config wrote them; set runner.overwrite=true and runner.resume=false to start over")
+            differences = config_differences(run, config)
+            if differences:
+                more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+                raise CheckpointError(
+                    f"runner.resume: the checkpoints in {folder} were written under a different model config: "
+                    f"{'; '.join(differences[:3])}{more}")
+            return done
+    elif epochs:
+        if not config.get("runner.overwrite"):
+            raise ConfigError(
+                f"runner.model_save_path: {folder} already holds checkpoints (epochs {epochs}) of an earlier run; "
+                f"use another folder, runner.resume=true to continue that run, or runner.overwrite=true to delete them")
+        if is_main:
+            for epoch in epochs:
+                shutil.rmtree(os.path.join(folder, str(epoch)))
+            log(f"runner.overwrite is true: deleted the earlier run's epochs {epochs} from {folder}")
+    if is_main:
+        for name in RUN_OUTPUTS:  # an earlier run's manifest and metrics are not this run's
+            if os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+    return []
 
 
 def write_atomic(path, write):

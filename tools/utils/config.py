@@ -7,6 +7,8 @@ import re
 
 import yaml
 
+from models.common.spec import SpecError
+
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-3`` as a string; accept it as the float everybody means."""
@@ -53,6 +55,7 @@ RUNNER_KEYS = {
     "shuffle_window_blocks": (8, int),  # shuffle: block - rows are shuffled within this many blocks
     "data_cache_dir": (None, str),  # columnar cache; default: .rec_cache beside the data
     "resume": (False, bool),
+    "overwrite": (False, bool),  # a fresh run may delete the checkpoints already in model_save_path
     "skip_bad_lines": (False, bool),
 }
 # Keys naming files or folders: resolved against the config file's folder.
@@ -148,16 +151,20 @@ class Config:
         return other
 
     # ---- overrides ----------------------------------------------------------------------
-    def apply_overrides(self, items, open_sections=()):
+    def apply_overrides(self, items, open_sections=(), spec=None):
         """Apply ``key=value`` strings. Values parse as YAML scalars/lists.
 
         A key that is not in the config is an error naming the closest existing key, unless it
-        lies under one of ``open_sections`` (dotted prefixes the model declares as free-form).
+        lies under one of ``open_sections`` (dotted prefixes the model declares as free-form) or
+        is declared in ``spec`` (the model's {key: Param}; its type is checked by ``check_spec``).
         A value of a different type than the current one is an error too.
         """
         known = _flatten(self.data)
         for key, (default, _) in RUNNER_KEYS.items():  # a required key may come from -o
             known.setdefault(f"runner.{key}", None)
+        declared = set(spec or ())
+        for key in declared:
+            known.setdefault(key, None)
         for item in items:
             key, sep, text = item.partition("=")
             key = key.strip()
@@ -181,7 +188,7 @@ class Config:
                 if value is not None and not _is_kind(value, kind):
                     raise ConfigError(f"override {key}: expected a value of type {_kind_name(kind)}, "
                                       f"got {value!r} ({_type_name(value)})")
-            elif not _compatible(known[key], value):
+            elif key not in declared and not _compatible(known[key], value):
                 raise ConfigError(
                     f"override {key}: expected a value of type {_type_name(known[key])} "
                     f"(like {known[key]!r}), got {value!r} ({_type_name(value)})")
@@ -219,10 +226,23 @@ class Config:
                     "shuffle_window_blocks"):
             if runner.get(key) is not None and runner[key] < 1:
                 raise ConfigError(f"{self.path}: 'runner.{key}' must be at least 1, got {runner[key]!r}")
-        if runner["num_workers"] < 0:
-            raise ConfigError(f"{self.path}: 'runner.num_workers' must be >= 0, got {runner['num_workers']!r}")
+        for key in ("num_workers", "seed", "infer_start_epoch", "infer_end_epoch"):
+            if runner.get(key) is not None and runner[key] < 0:
+                raise ConfigError(f"{self.path}: 'runner.{key}' must be >= 0, got {runner[key]!r}")
         for key in required:
             self.require(key)
+        return self
+
+    def check_spec(self, spec):
+        """Check the keys a model declares ({dotted key: models.common.spec.Param}); absent
+        optional keys get their default, ints become floats where a float is declared."""
+        for key, param in sorted(spec.items()):
+            try:
+                value = param.check(key, self.get(key))
+            except SpecError as error:
+                raise ConfigError(f"{self.path}: {error}") from None
+            if value is not None or self.get(key) is not None:
+                self.set(key, value)
         return self
 
     def resolve_paths(self, base=None, keys=None):
@@ -236,16 +256,29 @@ class Config:
         return self
 
 
-def load_config(path, overrides=(), open_sections=(), required=()):
+def load_config(path, overrides=(), open_sections=(), required=(), spec=None):
     """Read, complete, override and check a config file."""
-    return prepare_config(read_config(path), overrides, open_sections, required)
+    return prepare_config(read_config(path), overrides, open_sections, required, spec)
 
 
-def prepare_config(config, overrides=(), open_sections=(), required=()):
-    """Fill runner defaults, resolve paths, apply ``-o`` overrides and validate."""
+def prepare_config(config, overrides=(), open_sections=(), required=(), spec=None):
+    """Fill runner defaults, resolve paths, apply ``-o`` overrides and validate (the runner keys,
+    and the model's declared keys ``spec``, {dotted key: Param}, when given).
+
+    ``runner.infer_load_path`` follows ``runner.model_save_path``: when the file leaves it out or
+    sets it to the same folder, it is the (possibly overridden) save path unless it is itself
+    overridden - train and infer with ``-o runner.model_save_path=X`` both use X."""
     config.fill_defaults().resolve_paths()
-    config.apply_overrides(overrides, open_sections)
-    return config.validate(required)
+    load_path = config.get("runner.infer_load_path")
+    follows_save_path = not load_path or load_path == config.get("runner.model_save_path")
+    config.apply_overrides(overrides, open_sections, spec)
+    overridden = {item.partition("=")[0].strip() for item in overrides}
+    if follows_save_path and "runner.infer_load_path" not in overridden:
+        config.set("runner.infer_load_path", config.get("runner.model_save_path"))
+    config.validate(required)
+    if spec:
+        config.check_spec(spec)
+    return config
 
 
 def read_config(path):

@@ -10,11 +10,13 @@ import numpy as np
 import paddle
 
 from models.common.data import DataFormatError
+from models.common.spec import SpecError
 from tools.utils.config import ConfigError, prepare_config, read_config
 from tools.utils.loading import load_dygraph_model
 
 # Errors caused by the user's input: reported as one clear line, exit code 2.
-USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError, PermissionError)
+# (tools.utils.checkpoint.CheckpointError is a ConfigError.)
+USER_ERRORS = (ConfigError, SpecError, DataFormatError, FileNotFoundError, PermissionError)
 
 
 def parse_args(description, argv=None):
@@ -53,7 +55,25 @@ def setup(args, distributed=True):
     """Load model class and config, pick the device, seed, and join the process group if asked."""
     config = read_config(args.config)  # first: a missing or broken file is the user's first problem
     dygraph_model = load_dygraph_model(args.config)()
-    prepare_config(config, args.opt, dygraph_model.open_sections, dygraph_model.required_keys)
+    prepare_config(config, args.opt, dygraph_model.open_sections, dygraph_model.required_keys,
+                   _spec(dygraph_model))
+    check = getattr(dygraph_model, "check_config", None)
+    if check is not None:
+        try:
+            check(config)
+        except SpecError as error:
+            raise ConfigError(f"{config.path}: {error}") from None
+    launched = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if distributed and (config.get("runner.use_fleet") or launched > 1) \
+            and not getattr(dygraph_model, "supports_data_parallel", True):
+        raise ConfigError(
+            f"runner.use_fleet: {_name(dygraph_model)} does not support data-parallel training "
+            f"({launched} process(es) launched); set runner.use_fleet=false and run one process")
+    if distributed and config.get("runner.use_fleet"):
+        for key, value in getattr(dygraph_model, "data_parallel_requires", {}).items():
+            if config.get(key) != value:
+                raise ConfigError(f"{key}: must be {value!r} with runner.use_fleet=true (data parallel), "
+                                  f"got {config.get(key)!r}")
     if config.get("runner.use_gpu"):
         if not paddle.is_compiled_with_cuda():
             raise ConfigError("runner.use_gpu is true but this PaddlePaddle build has no CUDA support")
@@ -64,7 +84,7 @@ def setup(args, distributed=True):
     if distributed and config.get("runner.use_fleet"):
         import paddle.distributed as dist
 
-        if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
+        if launched > 1:
             dist.init_parallel_env()
             rank, world_size = dist.get_rank(), dist.get_world_size()
         else:
@@ -73,6 +93,16 @@ def setup(args, distributed=True):
                   flush=True)
     seed_everything(config.get("runner.seed"))
     return Context(config, dygraph_model, rank, world_size)
+
+
+def _spec(dygraph_model):
+    full = getattr(dygraph_model, "full_config_spec", None)
+    return full() if full is not None else getattr(dygraph_model, "config_spec", None)
+
+
+def _name(dygraph_model):
+    name = getattr(dygraph_model, "model_name", None)
+    return name() if name is not None else type(dygraph_model).__name__
 
 
 def train_step(dygraph_model, model, optimizer, metrics, batch, config):

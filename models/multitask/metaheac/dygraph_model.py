@@ -14,6 +14,7 @@ import paddle
 from lookalike_data import AD, DYNAMIC, STATIC, schema
 from models.common.base_model import BaseDygraphModel
 from models.common.meta import binary_cross_entropy, compact_ids, gather_rows, inner_sgd_step
+from models.common.spec import Param, positive_int, positive_ints
 from net import TABLE, MetaHeacLayer
 
 HP = ("max_idxs", "embed_dim", "mlp_dims", "num_expert", "num_output", "task_count", "batch_size", "local_lr",
@@ -61,6 +62,28 @@ def meta_loss(model, support, query, local_lr, first_order, loss_fn):
 
 class DygraphModel(BaseDygraphModel):
     required_keys = tuple(f"hyper_parameters.{k}" for k in HP) + ("runner.infer_train_epoch",)
+    config_spec = {
+        "hyper_parameters.max_idxs": Param(list, non_empty=True, items=Param(list, non_empty=True, items=Param(int, min=0))),
+        "hyper_parameters.embed_dim": positive_int(),
+        "hyper_parameters.mlp_dims": positive_ints(),
+        "hyper_parameters.dropout": Param(float, min=0, below=1, required=False, default=0.0),
+        "hyper_parameters.num_expert": positive_int(),
+        "hyper_parameters.num_output": positive_int(),
+        "hyper_parameters.task_count": positive_int(),
+        "hyper_parameters.batch_size": positive_int(),
+        "hyper_parameters.local_lr": Param(float, min=0),
+        "hyper_parameters.first_order": Param(bool, required=False, default=False),
+        "hyper_parameters.optimizer.local_test_learning_rate": Param(float, above=0),
+        "runner.infer_train_epoch": Param(int, min=0),
+        "runner.test_hot_data_dir": Param(str, required=False),
+        "runner.test_cold_data_dir": Param(str, required=False),
+    }
+    # Meta-training: Adam (or hyper_parameters.optimizer.class) with global_learning_rate.
+    learning_rate_key = "hyper_parameters.optimizer.global_learning_rate"
+    learning_rate_default = None  # required
+    # Row-sparse table gradients through second-order MAML: paddle.DataParallel crashes on them.
+    supports_data_parallel = False
+    evaluator_script = "infer_meta.py"  # fine-tune-then-test per task, not tools/infer.py
 
     def __init__(self):
         self.replaced_draws = 0  # task draws with replacement (task smaller than batch_size), this run
@@ -69,14 +92,6 @@ class DygraphModel(BaseDygraphModel):
         hp = lambda key, default=None: config.get(f"hyper_parameters.{key}", default)  # noqa: E731
         return MetaHeacLayer(schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
                              hp("num_output"), dropout=hp("dropout", 0.0))
-
-    def create_optimizer(self, dy_model, config):
-        # lazy_mode=False: a dense Adam over every row, as PaddleRec/the official code (exact same
-        # math); True updates only rows with a gradient (much faster on full-size tables).
-        return paddle.optimizer.Adam(
-            learning_rate=config.get("hyper_parameters.optimizer.global_learning_rate"),
-            parameters=dy_model.parameters(),
-            lazy_mode=config.get("hyper_parameters.optimizer.lazy_mode", False))
 
     def create_loss(self, pred, label):
         return binary_cross_entropy(pred, label)  # twice differentiable (paddle's BCE is not)

@@ -16,6 +16,7 @@ modified (only the dense weights need restoring between tasks).
 Writes <output>/tasks_epoch<e>.csv (one row per task) and <output>/metrics.json (per set: pooled
 AUC, GAUC = mean AUC over tasks with both labels, precision/recall at the top 5%; "headline"
 holds the main numbers), <output> = runner.infer_output_path or <infer_load_path>/infer_meta.
+Checkpoints load strictly: a parameter that does not fit the config's network is an error.
 """
 import math
 import os
@@ -31,7 +32,7 @@ import paddle  # noqa: E402
 
 from models.common.data import list_data_files  # noqa: E402
 from models.common.metrics import auc, gauc, precision_recall_at_top  # noqa: E402
-from tools.infer import epochs_to_evaluate  # noqa: E402
+from tools.infer import prepare_evaluation  # noqa: E402
 from tools.utils.checkpoint import load_checkpoint, write_atomic, write_json  # noqa: E402
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
@@ -175,8 +176,8 @@ def evaluate_set(evaluator, dataset, name, log):
 def infer_meta(ctx):
     """Evaluate the configured epochs; return {epoch: {set: summary}}."""
     config, dm = ctx.config, ctx.dygraph_model
-    load_path, epochs = epochs_to_evaluate(config)
-    output_dir = config.get("runner.infer_output_path") or os.path.join(load_path, "infer_meta")
+    # Folder, epochs and a writable output folder are settled (and logged) before any work.
+    load_path, epochs, output_dir = prepare_evaluation(config, ctx.log, "infer_meta")
     reader = load_reader(config, "infer")
     datasets = []
     for name, folder in test_sets(config):

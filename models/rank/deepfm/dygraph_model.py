@@ -2,6 +2,7 @@
 BCE loss, Adam, running AUC in training logs, exact AUC + logloss for evaluation)."""
 from criteo_reader import schema
 from models.common.base_model import BaseDygraphModel
+from models.common.spec import Param, positive_int, positive_ints
 from net import DeepFMLayer
 
 REQUIRED = ("sparse_feature_number", "sparse_feature_dim", "fc_sizes")
@@ -9,7 +10,14 @@ REQUIRED = ("sparse_feature_number", "sparse_feature_dim", "fc_sizes")
 
 class DygraphModel(BaseDygraphModel):
     required_keys = tuple(f"hyper_parameters.{k}" for k in REQUIRED)
+    config_spec = {
+        "hyper_parameters.sparse_feature_number": positive_int(),
+        "hyper_parameters.sparse_feature_dim": positive_int(),
+        "hyper_parameters.fc_sizes": positive_ints(),
+        "hyper_parameters.sparse_gradients": Param(bool, required=False, default=False),
+    }
     label_names = ("click",)
+    data_parallel_requires = {"hyper_parameters.sparse_gradients": False}  # DataParallel all-reduces dense grads
 
     def create_model(self, config):
         return DeepFMLayer(schema(config), config.get("hyper_parameters.fc_sizes"),
