@@ -14,7 +14,10 @@ sparse ids re-hashed per pass so the embedding table sees many rows) into a temp
   prefetch thread can hide from the wait time but not from the CPU);
 - inference under no_grad: ins/s and reader share;
 - peak memory: the process's RSS high-water mark (ru_maxrss) after our first training round
-  ("peak_rss_mb_ours_train") and at the end ("peak_rss_mb", with the baseline's model too).
+  ("peak_rss_mb_ours_train") and at the end ("peak_rss_mb", with the baseline's model too), and
+  the same two peaks of anonymous resident memory ("peak_rss_anon_mb_ours_train",
+  "peak_rss_anon_mb": RssAnon of /proc/self/status, sampled every 20 ms from the start of the
+  run), the figure that counts when data is memory-mapped (RSS also counts the mapped file's pages).
 
 ``--baseline`` also runs, in the same process and on the same files, a PaddleRec-style pipeline
 (line-by-line Python parsing of the slot format driven by the reader module's ``SLOTS``, one
@@ -200,9 +203,13 @@ def make_baseline(ctx, dataset, slots, overrides=()):
     return pipeline, None, same
 
 
-def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
+def _mb(value):
+    return None if value is None else round(value, 1)
+
+
+def measure(ctx, dataset, slots, args, steps, infer_steps, memory, anon_sampler):
     """Train and infer with our pipeline (and the baseline), alternating in ``--rounds`` chunks so
-    that a change in machine load hits both alike."""
+    that a change in machine load hits both alike. ``memory`` gets the peaks after our first round."""
     config = ctx.config
     ours = Pipeline(ctx, lambda epoch: create_loader(dataset, config, "train", epoch),
                     lambda epoch: create_loader(dataset, config, "infer", epoch))
@@ -215,6 +222,7 @@ def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
         ours.train(ctx, warmup, chunk)
         if i == 0:
             memory["peak_rss_mb_ours_train"] = round(bm.peak_rss_mb(), 1)
+            memory["peak_rss_anon_mb_ours_train"] = _mb(anon_sampler.peak_mb)
             if args.baseline:
                 base, skipped, same = make_baseline(ctx, dataset, slots, args.baseline_opt)
                 if skipped:
@@ -284,6 +292,9 @@ def summary_line(result):
             f"train {train['ins_per_sec']:.0f} ins/s (reader {train['reader_share']:.1%} of step), "
             f"infer {infer['ins_per_sec']:.0f} ins/s, parse {data['parse_seconds']:.2f} s "
             f"({data['rows_per_sec']:.0f} rows/s), peak RSS {result['memory']['peak_rss_mb_ours_train']:.0f} MB")
+    anon = result["memory"].get("peak_rss_anon_mb_ours_train")
+    if anon is not None:
+        text += f" (anonymous {anon:.0f} MB)"
     base = result.get("baseline")
     if base and "train" in base:
         text += (f" | baseline train {base['train']['ins_per_sec']:.0f} ins/s "
@@ -307,12 +318,13 @@ def run(args):
     slots = getattr(_reader_module(reader_class), "SLOTS", None)
 
     temp = None
+    anon_sampler = bm.PeakRssAnonSampler().start()  # from here on: the peaks cover every phase
     try:
         data_info, temp = prepare_data(args, config, slots)
         if data_info.get("synthesised"):
             log(f"synthesised {data_info['rows']} rows ({data_info['bytes'] / 2 ** 20:.1f} MB, "
                 f"{data_info['files']} files) in {data_info['seconds']:.1f} s")
-        rss_before = bm.current_rss_mb()
+        rss_before, anon_before = bm.current_rss_mb(), bm.rss_anon_mb()
         start = time.perf_counter()
         dataset = create_dataset(reader_class, config, "train")
         parse_seconds = time.perf_counter() - start
@@ -329,10 +341,14 @@ def run(args):
         steps = args.steps or bm.default_steps(rows, batch_size, args.warmup)
         infer_steps = args.infer_steps or bm.default_steps(rows, infer_bs, args.warmup)
 
-        memory = {"rss_after_parse_mb": round(rss_before + dataset_info["rss_added_mb"], 1)}
+        memory = {"rss_after_parse_mb": round(rss_before + dataset_info["rss_added_mb"], 1),
+                  "rss_anon_after_parse_mb": _mb(bm.rss_anon_mb())}
+        if anon_before is not None and memory["rss_anon_after_parse_mb"] is not None:
+            dataset_info["rss_anon_added_mb"] = round(memory["rss_anon_after_parse_mb"] - anon_before, 1)
         load_before = _loadavg()
-        train, infer, baseline = measure(ctx, dataset, slots, args, steps, infer_steps, memory)
+        train, infer, baseline = measure(ctx, dataset, slots, args, steps, infer_steps, memory, anon_sampler)
         memory["peak_rss_mb"] = round(bm.peak_rss_mb(), 1)
+        memory["peak_rss_anon_mb"] = _mb(anon_sampler.peak_mb)
         result = {
             "config": config.path,
             "model": os.path.relpath(config.folder, os.path.join(REPO_ROOT, "models")),
@@ -387,6 +403,7 @@ def run(args):
             data_info["kept"] = True
         return result
     finally:
+        anon_sampler.stop()
         if temp and not args.keep_data:
             shutil.rmtree(temp, ignore_errors=True)
 
