@@ -14,7 +14,10 @@ sparse ids re-hashed per pass so the embedding table sees many rows) into a temp
   prefetch thread can hide from the wait time but not from the CPU);
 - inference under no_grad: ins/s and reader share;
 - peak memory: the process's RSS high-water mark (ru_maxrss) after our first training round
-  ("peak_rss_mb_ours_train") and at the end ("peak_rss_mb", with the baseline's model too).
+  ("peak_rss_mb_ours_train") and at the end ("peak_rss_mb", with the baseline's model too), and
+  the same two peaks of anonymous resident memory ("peak_rss_anon_mb_ours_train",
+  "peak_rss_anon_mb": RssAnon of /proc/self/status, sampled every 20 ms from the start of the
+  run), the figure that counts when data is memory-mapped (RSS also counts the mapped file's pages).
 
 ``--baseline`` also runs, in the same process and on the same files, a PaddleRec-style pipeline
 (line-by-line Python parsing of the slot format driven by the reader module's ``SLOTS``, one
@@ -201,21 +204,23 @@ def make_baseline(ctx, dataset, slots, overrides=()):
     return pipeline, None, same
 
 
+def _mb(value):
+    return None if value is None else round(value, 1)
+
+
 def _pipeline_on(ctx, dataset):
     config = ctx.config
     return Pipeline(ctx, lambda epoch: create_loader(dataset, config, "train", epoch),
                     lambda epoch: create_loader(dataset, config, "infer", epoch))
 
 
-def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
+def measure(ctx, dataset, slots, args, steps, infer_steps, memory, anon_sampler):
     """Train and infer with our pipeline (and the baseline / the in-memory copy), alternating in
-    ``--rounds`` chunks so that a change in machine load hits all alike."""
+    ``--rounds`` chunks so that a change in machine load hits all alike. ``memory`` gets the peaks
+    after our first round."""
     ours = _pipeline_on(ctx, dataset)
-    in_memory = None
-    if args.in_memory and hasattr(dataset, "in_memory"):
-        in_memory = _pipeline_on(ctx, dataset.in_memory())
-    base, skipped, same = None, None, None
-    rounds = args.rounds if args.baseline or in_memory else 1
+    in_memory, base, skipped, same = None, None, None, None
+    rounds = args.rounds if args.baseline or args.in_memory else 1
     chunks = bm.split_steps(steps, rounds)
     log(f"training: {args.warmup} warm-up + {steps} timed steps" + (f" in {len(chunks)} rounds" if rounds > 1 else ""))
     for i, chunk in enumerate(chunks):
@@ -223,6 +228,9 @@ def measure(ctx, dataset, slots, args, steps, infer_steps, memory):
         ours.train(ctx, warmup, chunk)
         if i == 0:
             memory["peak_rss_mb_ours_train"] = round(bm.peak_rss_mb(), 1)
+            memory["peak_rss_anon_mb_ours_train"] = _mb(anon_sampler.peak_mb)
+            if args.in_memory and hasattr(dataset, "in_memory"):  # made after our peak is taken
+                in_memory = _pipeline_on(ctx, dataset.in_memory())
             if args.baseline:
                 base, skipped, same = make_baseline(ctx, dataset, slots, args.baseline_opt)
                 if skipped:
@@ -299,6 +307,9 @@ def summary_line(result):
             f"infer {infer['ins_per_sec']:.0f} ins/s, parse {data['parse_seconds']:.2f} s "
             f"({data['rows_per_sec']:.0f} rows/s), reopen {data['open_cached_seconds']:.2f} s, "
             f"peak RSS {result['memory']['peak_rss_mb_ours_train']:.0f} MB")
+    anon = result["memory"].get("peak_rss_anon_mb_ours_train")
+    if anon is not None:
+        text += f" (anonymous {anon:.0f} MB)"
     if "mmap_vs_in_memory" in result:
         text += f" | memory-mapped/in-memory train {result['mmap_vs_in_memory']['train']:.3f}x"
     base = result.get("baseline")
@@ -324,12 +335,13 @@ def run(args):
     slots = bm.typed_slots(_reader_module(reader_class), config)
 
     temp = None
+    anon_sampler = bm.PeakRssAnonSampler().start()  # from here on: the peaks cover every phase
     try:
         data_info, temp = prepare_data(args, config, slots)
         if data_info.get("synthesised"):
             log(f"synthesised {data_info['rows']} rows ({data_info['bytes'] / 2 ** 20:.1f} MB, "
                 f"{data_info['files']} files) in {data_info['seconds']:.1f} s")
-        rss_before = bm.current_rss_mb()
+        rss_before, anon_before = bm.current_rss_mb(), bm.rss_anon_mb()
         start = time.perf_counter()
         dataset = create_dataset(reader_class, config, "train")  # converts into the cache if needed
         parse_seconds = time.perf_counter() - start
@@ -350,10 +362,14 @@ def run(args):
         steps = args.steps or bm.default_steps(rows, batch_size, args.warmup)
         infer_steps = args.infer_steps or bm.default_steps(rows, infer_bs, args.warmup)
 
-        memory = {"rss_after_parse_mb": round(rss_before + dataset_info["rss_added_mb"], 1)}
+        memory = {"rss_after_parse_mb": round(rss_before + dataset_info["rss_added_mb"], 1),
+                  "rss_anon_after_parse_mb": _mb(bm.rss_anon_mb())}
+        if anon_before is not None and memory["rss_anon_after_parse_mb"] is not None:
+            dataset_info["rss_anon_added_mb"] = round(memory["rss_anon_after_parse_mb"] - anon_before, 1)
         load_before = _loadavg()
-        train, infer, baseline = measure(ctx, dataset, slots, args, steps, infer_steps, memory)
+        train, infer, baseline = measure(ctx, dataset, slots, args, steps, infer_steps, memory, anon_sampler)
         memory["peak_rss_mb"] = round(bm.peak_rss_mb(), 1)
+        memory["peak_rss_anon_mb"] = _mb(anon_sampler.peak_mb)
         result = {
             "config": config.path,
             "model": os.path.relpath(config.folder, os.path.join(REPO_ROOT, "models")),
@@ -417,6 +433,7 @@ def run(args):
             data_info["kept"] = True
         return result
     finally:
+        anon_sampler.stop()
         if temp and not args.keep_data:
             shutil.rmtree(temp, ignore_errors=True)
 

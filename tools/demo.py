@@ -2,7 +2,8 @@
 
 For each models/<area>/<model>/config.yaml: tools/trainer.py, then the model's own
 infer_meta.py if it has one, else tools/infer.py; outputs go to a temporary folder. The numbers
-come from the metrics.json the runners write ("headline"), not from parsing logs.
+come from the metrics.json the runners write ("headline"), not from parsing logs. The "data"
+column is the config's top-level ``sample_data`` key (synthetic or real; the runners ignore it).
 """
 import argparse
 import glob
@@ -14,6 +15,21 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tools.utils.config import ConfigError, read_config  # noqa: E402
+
+SAMPLE_KINDS = ("synthetic", "real")
+
+
+def sample_data(config):
+    """What a config's sample data is, from its top-level ``sample_data`` key: "synthetic",
+    "real", or "?" when the key is missing, unreadable or has another value."""
+    try:
+        kind = read_config(config).get("sample_data")
+    except ConfigError:
+        return "?"
+    return kind if kind in SAMPLE_KINDS else "?"
 
 
 def run(command, log_file):
@@ -56,19 +72,23 @@ def main(argv=None):
             print(f"running {name} ...", flush=True)
             work_dir = os.path.join(tmp, name.replace(os.sep, "_"))
             os.makedirs(work_dir)
+            data = sample_data(config)
             headline, seconds, log_file = demo_model(config, work_dir)
             if headline is None:
                 failed.append(name)
                 with open(log_file, encoding="utf-8") as f:
                     print(f.read()[-4000:], file=sys.stderr)
-                rows.append((name, "FAILED", "", seconds))
+                rows.append((name, data, "FAILED", "", seconds))
                 continue
             for metric, value in headline.items():
-                rows.append((name, metric, f"{value:.4f}" if isinstance(value, float) else str(value), seconds))
+                rows.append((name, data, metric, f"{value:.4f}" if isinstance(value, float) else str(value), seconds))
     width = max(len(r[0]) for r in rows) if rows else 5
-    print(f"\n{'model':<{width}}  {'metric':<24} {'value':>10} {'time (s)':>9}")
-    for name, metric, value, seconds in rows:
-        print(f"{name:<{width}}  {metric:<24} {value:>10} {seconds:>9.1f}")
+    print(f"\n{'model':<{width}}  {'data':<9}  {'metric':<24} {'value':>10} {'time (s)':>9}")
+    for name, data, metric, value, seconds in rows:
+        print(f"{name:<{width}}  {data:<9}  {metric:<24} {value:>10} {seconds:>9.1f}")
+    if any(r[1] == "synthetic" for r in rows):
+        print("\nsynthetic: labels from a hidden model, written by the model's data/make_sample.py "
+              "(see its data/README.md); not comparable with published figures")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@ helpers behind it: data synthesis and the PaddleRec-style line-by-line baseline 
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import paddle
@@ -54,7 +55,13 @@ def test_benchmark_with_baseline_from_another_cwd(tmp_path):
         _check_pipeline(section)
     assert result["train"]["steps"] == 3 and result["train"]["samples"] == 3 * 256
     assert 0.0 <= result["train"]["reader_cost_share"] <= 1.0
-    assert result["memory"]["peak_rss_mb"] >= result["memory"]["peak_rss_mb_ours_train"] > 0
+    memory = result["memory"]
+    assert memory["peak_rss_mb"] >= memory["peak_rss_mb_ours_train"] > 0
+    if bm.rss_anon_mb() is not None:
+        assert memory["peak_rss_anon_mb"] >= memory["peak_rss_anon_mb_ours_train"] > 0
+        assert memory["peak_rss_anon_mb_ours_train"] >= memory["rss_anon_after_parse_mb"] > 0
+        assert memory["peak_rss_anon_mb"] <= memory["peak_rss_mb"] + 1  # anonymous pages are part of RSS
+        assert "anonymous" in " ".join(text)
 
     base = result["baseline"]
     assert base["first_batch_matches_ours"] is True
@@ -145,3 +152,44 @@ def test_split_steps_and_meter():
     summary = meter.summary()
     assert summary["ins_per_sec"] == pytest.approx(200.0) and summary["reader_share"] == pytest.approx(0.1)
     assert summary["steps"] == 3 and summary["ins_per_sec_rounds"] == [200.0, 200.0]
+
+
+MB = 2 ** 20
+needs_rss_anon = pytest.mark.skipif(bm.rss_anon_mb() is None, reason="no RssAnon in /proc/self/status")
+
+
+@needs_rss_anon
+def test_peak_rss_anon_sampler_sees_an_allocation_inside_its_window():
+    with bm.PeakRssAnonSampler(interval=0.01) as sampler:
+        start = sampler.start_mb
+        block = np.ones(200 * MB, dtype=np.uint8)  # np.ones writes every page: resident at once
+        time.sleep(0.2)  # several sampling intervals
+        del block
+        time.sleep(0.05)
+    assert sampler.peak_mb - start >= 150, (start, sampler.peak_mb)
+    assert bm.rss_anon_mb() < sampler.peak_mb - 100  # freed: the peak is a peak
+    assert not sampler.running and sampler.stop() == sampler.peak_mb  # stop is idempotent
+
+
+@needs_rss_anon
+def test_mapped_file_pages_count_in_rss_but_not_in_rss_anon(tmp_path):
+    path = tmp_path / "mapped.bin"
+    chunk = np.full(8 * MB, 7, dtype=np.uint8).tobytes()
+    with open(path, "wb") as f:
+        for _ in range(25):  # 200 MB of data (not a sparse file)
+            f.write(chunk)
+    del chunk
+    rss, anon = bm.current_rss_mb(), bm.rss_anon_mb()
+    sampler = bm.PeakRssAnonSampler(interval=0.01).start()
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    touched = int(mapped[::4096].sum())  # one byte per page: every page faulted in
+    time.sleep(0.1)
+    rss_mapped, peak_anon = bm.current_rss_mb(), sampler.stop()
+    del mapped
+    assert touched == 7 * (200 * MB // 4096)
+    assert rss_mapped - rss >= 150, (rss, rss_mapped)
+    assert peak_anon - anon < 8, (anon, peak_anon)
+
+
+def test_rss_anon_of_a_missing_process_is_none():
+    assert bm.rss_anon_mb(pid="no-such-pid") is None
