@@ -86,12 +86,22 @@ def train(ctx):
             if epoch == start_epoch and not done:
                 write_run(save_path, config)  # the manifest first: no checkpoint without one
             path = save_checkpoint(save_path, epoch, model, optimizer)
-            write_json(os.path.join(save_path, "metrics.json"), {"config": config.path, "train": history})
+            write_json(os.path.join(save_path, "metrics.json"),
+                       {"config": config.path, "train": history, "math_environment": math_environment()})
             ctx.log(f"saved checkpoint {path}")
         if ctx.world_size > 1:
             paddle.distributed.barrier()
-    ctx.log(f"final parameter digest: {parameter_digest(model)}")
+    ctx.log(f"final parameter digest: {parameter_digest(model)} "
+            f"({', '.join(f'{k}={v}' for k, v in math_environment().items())})")
     return history
+
+
+def math_environment():
+    """The settings that change paddle's CPU sums in the last bits (a digest holds for one of them)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "MKL_CBWR")
+    values = {name: os.environ.get(name, "unset") for name in names}
+    values["paddle_num_threads"] = paddle.get_flags(["FLAGS_paddle_num_threads"])["FLAGS_paddle_num_threads"]
+    return values
 
 
 def parameter_digest(model):

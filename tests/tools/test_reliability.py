@@ -15,7 +15,7 @@ from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
 from tests.tools.test_bad_input import assert_user_error, tiny
 from tools.utils import checkpoint
 from tools.utils.config import ConfigError, load_config
-from tools.utils.loading import load_dygraph_model
+from tools.utils.loading import load_dygraph_model, load_module
 
 METAHEAC = os.path.join(REPO, "models", "multitask", "metaheac")
 METAHEAC_CONFIG = os.path.join(METAHEAC, "config.yaml")
@@ -188,11 +188,13 @@ def test_metaheac_second_order_with_dropout():
     rng = np.random.default_rng(0)
     tasks, rows = 2, 5
 
-    def part():
-        return [rng.integers(0, 2, (tasks, rows, 63)), rng.integers(0, 2, (tasks, rows, 7)),
-                rng.integers(0, 2, (tasks, rows)).astype("float32")]
+    schema = load_module(os.path.join(os.path.dirname(METAHEAC_CONFIG), "lookalike_data.py")).schema(config)
 
-    batch = part() + part() + [0]
+    def part():  # ids 0/1 are inside every vocabulary
+        return {name: rng.integers(0, 2, (tasks, rows) + ((slot.width,) if slot.width else ()))
+                for name, slot in schema.slots.items()}
+
+    batch = {"support": part(), "query": part(), "replaced": 0}
     metrics, _ = dm.create_metrics("train")
     loss, _, _ = dm.train_forward(model, metrics, batch, config)
     loss.backward()

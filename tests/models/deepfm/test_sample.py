@@ -44,8 +44,10 @@ def test_synthetic_sample_has_the_real_rows_format():
             lines = f.read().splitlines()
         assert len(lines) == rows
         names = [[t.split(":")[0] for t in line.split(" ")] for line in lines]
-        assert all(n == [name for name, _ in reader.SLOTS] for n in names)  # same tokens as data/train
-        label, sparse, dense = reader.RecDataset([path], config).take(np.arange(rows))
+        assert all(n == reader.SLOTS for n in names)  # same tokens as data/train
+        batch = reader.RecDataset([path], config).take(np.arange(rows))
+        label, dense = batch["click"], batch["dense_feature"]
+        sparse = np.stack([batch[name] for name in reader.SPARSE], axis=1)
         assert set(np.unique(label)) == {0, 1} and 0.2 < label.mean() < 0.4
         assert 0 <= dense.min() and dense.max() <= 1
         assert 0 <= sparse.min() and sparse.max() <= 1000000
