@@ -102,8 +102,14 @@ def test_relative_override_paths_follow_cwd(criteo_run):
     assert os.path.isfile(tmp / "rel_ckpt" / "0" / "rec.pdparams")
 
 
-def test_same_seed_same_results_and_workers(criteo_run):
+SHUFFLES = {"global": ["runner.shuffle=true"],
+            "block": ["runner.shuffle=block", "runner.shuffle_block_rows=50", "runner.shuffle_window_blocks=3"]}
+
+
+@pytest.mark.parametrize("shuffle", sorted(SHUFFLES))
+def test_same_seed_same_results_and_workers(criteo_run, shuffle):
     tmp, overrides = criteo_run
+    overrides = overrides + SHUFFLES[shuffle]
     runs = {}
     for name, workers in (("a", 0), ("b", 0), ("c", 2)):
         train([o for o in overrides if "model_save_path" not in o], f"runner.model_save_path={tmp / name}",
@@ -115,9 +121,10 @@ def test_same_seed_same_results_and_workers(criteo_run):
             assert (x["loss"], x["auc"], x["samples"]) == (y["loss"], y["auc"], y["samples"])
 
 
-def test_resume_matches_uninterrupted_run(criteo_run):
+@pytest.mark.parametrize("shuffle", sorted(SHUFFLES))
+def test_resume_matches_uninterrupted_run(criteo_run, shuffle):
     tmp, overrides = criteo_run
-    base = [o for o in overrides if "model_save_path" not in o]
+    base = [o for o in overrides if "model_save_path" not in o] + SHUFFLES[shuffle]
     train(base, f"runner.model_save_path={tmp / 'full'}", "runner.epochs=3")
     train(base, f"runner.model_save_path={tmp / 'resumed'}", "runner.epochs=1")
     log = train(base, f"runner.model_save_path={tmp / 'resumed'}", "runner.epochs=3", "runner.resume=true")
