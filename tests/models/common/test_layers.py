@@ -1,8 +1,9 @@
-"""Shared layers: FM terms against brute force, MLP fast weights, pooling."""
+"""Shared layers: FM terms against brute force, MLP fast weights, feature embeddings and pooling."""
 import numpy as np
 import paddle
 
-from models.common.embedding import DenseEmbedding, MultiHotEmbedding, pool, sequence_mask
+from models.common.embedding import DenseEmbedding, FeatureEmbedding
+from models.common.features import SequenceFeature, SparseFeature
 from models.common.layers import MLP, FMInteraction
 
 
@@ -31,17 +32,23 @@ def test_mlp_shapes_and_fast_weights():
     assert mlp.linears[0].weight.grad is not None
 
 
-def test_pooling_with_lengths_and_padding():
-    emb = paddle.to_tensor(np.arange(12, dtype="float32").reshape(2, 3, 2))
-    mask = sequence_mask(paddle.to_tensor([2, 0]), 3)
-    np.testing.assert_allclose(mask.numpy(), [[1, 1, 0], [0, 0, 0]])
-    np.testing.assert_allclose(pool(emb, mask, "mean").numpy(), [[1, 2], [0, 0]])
-    np.testing.assert_allclose(pool(emb, mask, "sum").numpy(), [[2, 4], [0, 0]])
-    layer = MultiHotEmbedding(10, 3, mode="mean")
-    ids = paddle.to_tensor([[4, 5, 0], [7, 0, 0]])
-    table = layer.embedding.weight.numpy()
-    np.testing.assert_allclose(layer(ids).numpy(), [table[[4, 5]].mean(0), table[7]], rtol=1e-6)
-    np.testing.assert_allclose(layer(ids, paddle.to_tensor([1, 1])).numpy(), [table[4], table[7]], rtol=1e-6)
+def test_feature_embedding_offsets_sharing_and_pooling():
+    paddle.seed(0)
+    features = [SparseFeature("user", 4, 3), SequenceFeature("history", 6, 3, max_len=3, pooling="mean"),
+                SparseFeature("item", 6, 3, shared_with="history"), SequenceFeature("tags", 5, 3, max_len=2, pooling="sum")]
+    layer = FeatureEmbedding(features)
+    assert layer.num_rows == 4 + 6 + 5  # item shares history's table
+    table = layer.weight.numpy()
+    user, history, tags = table[:4], table[4:10], table[10:]
+    batch = {"user": [1, 3], "item": [5, 0], "history": [[2, 5, 0], [0, 0, 0]], "history_length": [2, 0],
+             "tags": [[1, 4], [3, 3]], "tags_length": [2, 1]}
+    fields = layer({k: paddle.to_tensor(np.array(v)) for k, v in batch.items()})
+    assert fields.shape == [2, 4, 3] and layer.names == ["user", "item", "history", "tags"]
+    expected = [[user[1], history[5], history[[2, 5]].mean(0), tags[[1, 4]].sum(0)],
+                [user[3], history[0], np.zeros(3), tags[3]]]  # an empty history pools to 0
+    np.testing.assert_allclose(fields.numpy(), np.array(expected), rtol=1e-6, atol=1e-7)
+    picked = layer.select(fields, ["history", "user", "tags"])
+    np.testing.assert_allclose(picked.numpy(), fields.numpy()[:, [2, 0, 3]])
 
 
 def test_dense_embedding_scales_vectors():
