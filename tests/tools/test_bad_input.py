@@ -9,6 +9,8 @@ import pytest
 from tests.conftest import DEEPFM_CONFIG, REPO, run_tool, write_criteo_like
 from tests.tools.test_distributed import TINY, write_tiny_data
 from tools.utils import checkpoint
+from tools.utils.config import load_config
+from tools.utils.loading import load_module
 
 
 def leftovers(folder):
@@ -60,15 +62,22 @@ def test_missing_and_empty_data_dir(tmp_path):
     assert not (tmp_path / "ckpt").exists() or not os.listdir(tmp_path / "ckpt")
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("click:1 dense_feature:0.5", "expected 40 fields"),
-    (None, "has value 'x'"),
-])
-def test_bad_data_line(tmp_path, bad, message):
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: ["click:1", "dense_feature:0.5"], "expected 40 fields"),
+    (lambda t: t[:5] + ["dense_feature:x"] + t[6:], "has value 'x'"),
+    (lambda t: t[:16] + ["x" + t[16]] + t[17:], "field 17 is 'x3:"),  # a wrong slot name
+    (lambda t: ["click:2"] + t[1:], "label click has value 2, expected one of [0, 1]"),
+    (lambda t: ["click:-1"] + t[1:], "label click has value -1"),
+    (lambda t: t[:3] + ["dense_feature:nan"] + t[4:], "dense_feature has value nan, expected a finite number"),
+    (lambda t: t[:3] + ["dense_feature:inf"] + t[4:], "dense_feature has value inf, expected a finite number"),
+    (lambda t: t[:20] + ["7:5000"] + t[21:], "7 has value 5000 outside [0, 999]"),
+], ids=["fields", "number", "slot-name", "label-2", "label-minus-1", "nan", "inf", "id-range"])
+def test_bad_data_line(tmp_path, mutate, message):
+    """Every malformed row ends the run with one line naming file and line (issue: rows misread
+    silently, labels and non-finite values unchecked); skip_bad_lines drops exactly that row."""
     (good,) = write_criteo_like(tmp_path / "ref", 100, seed=9)
     tokens = open(good).read().splitlines()[41].split()
-    if bad is None:
-        bad = " ".join(tokens[:5] + ["dense_feature:x"] + tokens[6:])
+    bad = " ".join(mutate(tokens))
     files = write_criteo_like(tmp_path / "train", 100, seed=9, files=2, bad_line=(1, 8, bad))
     common = [f"runner.train_data_dir={tmp_path / 'train'}", f"runner.model_save_path={tmp_path / 'ckpt'}",
               "hyper_parameters.sparse_feature_number=1000", "hyper_parameters.fc_sizes=[8]", "runner.epochs=1"]
@@ -79,6 +88,26 @@ def test_bad_data_line(tmp_path, bad, message):
     assert result.returncode == 0, result.stderr
     assert "skipped 1 malformed lines" in result.stdout
     assert "samples: 99" in result.stdout
+
+
+def test_doubled_space_reads_the_intended_row(tmp_path):
+    """PaddleRec's reader turned a doubled space before '1:' into ids 1..26; here it is whitespace."""
+    files = write_criteo_like(tmp_path / "train", 64, seed=9)
+    lines = open(files[0]).read().splitlines()
+    lines[4] = lines[4].replace(" 1:", "  1:")
+    open(files[0], "w").write("\n".join(lines) + "\n")
+    reader = load_module(os.path.join(os.path.dirname(DEEPFM_CONFIG), "criteo_reader.py"))
+    config = load_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
+                                         f"runner.data_cache_dir={tmp_path / 'cache'}"])
+    row = reader.RecDataset(files, config).take([4])
+    assert [int(row[str(i)][0]) for i in range(1, 27)] == [int(t.split(":")[1]) for t in lines[4].split()[14:]]
+
+
+@pytest.mark.parametrize("key", ["dense_input_dim", "sparse_inputs_slots"])
+def test_keys_derived_from_the_schema_are_refused(tmp_path, key):
+    result = run_tool("tools/trainer.py", "-m", DEEPFM_CONFIG, "-o", f"hyper_parameters.{key}=10",
+                      f"runner.model_save_path={tmp_path / 'ckpt'}")
+    assert_user_error(result, f"hyper_parameters.{key}", "no such key")
 
 
 def test_batch_larger_than_data(tmp_path):
