@@ -64,6 +64,8 @@ def parse_args(argv=None):
                         help="number of files to synthesise (default: one per 100000 rows)")
     parser.add_argument("--no-rehash", action="store_true", help="copy sample lines without re-hashing sparse ids")
     parser.add_argument("--keep-data", action="store_true", help="keep the synthesised folder (path is reported)")
+    parser.add_argument("--write-data", metavar="DIR",
+                        help="only synthesise --rows rows into DIR (for later --data DIR runs) and exit")
     parser.add_argument("--batch-size", type=int, help="training batch size (default runner.train_batch_size)")
     parser.add_argument("--infer-batch-size", type=int, help="inference batch size (default: --batch-size)")
     parser.add_argument("--steps", type=int, help="timed training steps (default: one epoch minus warm-up)")
@@ -124,7 +126,7 @@ def prepare_data(args, config, slots):
         return {"dir": folder, "files": len(files), "synthesised": False,
                 "bytes": sum(os.path.getsize(f) for f in files)}, None
     source = list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir")
-    temp = tempfile.mkdtemp(prefix="benchmark-data-")
+    temp = os.path.abspath(args.write_data) if args.write_data else tempfile.mkdtemp(prefix="benchmark-data-")
     num_files = args.files or max(1, -(-args.rows // 100000))
     num_ids = config.get("hyper_parameters.sparse_feature_number")
     info = bm.synthesise(source, temp, args.rows, slots=slots, num_ids=num_ids if isinstance(num_ids, int) else None,
@@ -338,6 +340,10 @@ def run(args):
     anon_sampler = bm.PeakRssAnonSampler().start()  # from here on: the peaks cover every phase
     try:
         data_info, temp = prepare_data(args, config, slots)
+        if args.write_data:
+            log(f"wrote {data_info['rows']} rows to {temp} ({data_info['bytes'] / 2 ** 20:.1f} MB)")
+            temp = None  # keep it
+            return {"data": data_info}
         if data_info.get("synthesised"):
             log(f"synthesised {data_info['rows']} rows ({data_info['bytes'] / 2 ** 20:.1f} MB, "
                 f"{data_info['files']} files) in {data_info['seconds']:.1f} s")
@@ -447,6 +453,8 @@ def main(argv=None):
         sys.exit(2)
     if args.out:
         write_json(os.path.abspath(args.out), result)
+    if args.write_data:
+        return result
     print(summary_line(result), flush=True)
     print(json.dumps(result, sort_keys=True, default=float), flush=True)
     return result

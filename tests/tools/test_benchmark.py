@@ -193,3 +193,21 @@ def test_mapped_file_pages_count_in_rss_but_not_in_rss_anon(tmp_path):
 
 def test_rss_anon_of_a_missing_process_is_none():
     assert bm.rss_anon_mb(pid="no-such-pid") is None
+
+
+def test_write_data_then_benchmark_it_with_in_memory_reference(tmp_path):
+    """--write-data only synthesises; --data then converts it once into the cache and --in-memory
+    trains an in-memory copy of the same rows beside it."""
+    out = tmp_path / "data"
+    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "300", "--files", "2", "--write-data", str(out),
+                    "-o", SMALL_TABLE)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list_data_files(str(out), "x")) == 2 and not proc.stdout.strip()
+    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--data", str(out), "--batch-size", "32",
+                    "--steps", "6", "--warmup", "0", "--infer-steps", "2", "--in-memory", "--rounds", "2", "-o", SMALL_TABLE)
+    result, _ = _json_result(proc)
+    assert result["rows"] == 300 and result["dataset"]["open_cached_seconds"] >= 0
+    assert result["in_memory"]["train"]["samples"] == result["train"]["samples"]
+    assert result["in_memory"]["same_last_loss"]  # the same rows, model and seed: the same training
+    assert len(result["mmap_vs_in_memory"]["train_rounds"]) == 2
+    assert os.path.isdir(out / ".rec_cache")
