@@ -115,7 +115,7 @@ def test_second_order_gradient_matches_numerical_check():
     dm = dm_class()
     model, support, query = _tiny("float64", dim=3, mlp=[4])
     lr = 1.0
-    target = model.experts[0].linears[0].weight
+    target = model.experts.weight_0
 
     def loss(first_order=False):
         return dygraph_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)[0]
