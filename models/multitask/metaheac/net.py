@@ -53,6 +53,18 @@ class MetaHeacLayer(nn.Layer):
                              "(in schema order) and single-id ad fields")
         self.num_sparse = len(sparse_names)
         self.split_sparse = [len(user_sparse), len(self.ad_fields)]
+        # Sequences in runs of equal max_len, each run looked up without the padding columns
+        # global_ids adds to reach the longest sequence (20 of 70 columns for MetaHeac).
+        emb_ = self.embedding
+        self.seq_runs, start = [], 0
+        for i, f in enumerate(emb_.sequence_features + [None]):
+            if f is None or f.max_len != emb_.sequence_features[start].max_len:
+                length = emb_.sequence_features[start].max_len
+                cols = [self.num_sparse + s * emb_.max_len + j for s in range(start, i) for j in range(length)]
+                self.seq_runs.append((start, i, length))
+                self.register_buffer(f"seq_cols_{len(self.seq_runs) - 1}",
+                                     paddle.to_tensor(np.array(cols, dtype="int64")), persistable=False)
+                start = i
         self.register_buffer("sparse_cols", paddle.to_tensor(np.array(
             self.embedding.sparse_columns(user_sparse + self.ad_fields), dtype="int64")), persistable=False)
         self.experts = ExpertBank(num_expert, self.user_dim, mlp_dims, "relu", dropout)
@@ -75,12 +87,16 @@ class MetaHeacLayer(nn.Layer):
         # gradients on CPU; splits and concats do not.
         batch_size, emb_dim = ids.shape[0], self.embedding.dim
         static, ad = paddle.split(look(paddle.index_select(ids, self.sparse_cols, axis=1)), self.split_sparse, axis=1)
-        num_seq = len(self.embedding.sequence_features)
-        seq = look(ids[:, self.num_sparse:]).reshape([batch_size * num_seq, self.embedding.max_len, emb_dim])
-        weights = self.embedding.pool_weights(batch).reshape([batch_size * num_seq, 1, -1])
-        # [B*7, 1, L] @ [B*7, L, d]: measured faster to differentiate twice than a broadcast multiply + sum
-        pooled = paddle.matmul(weights, seq).reshape([batch_size, num_seq, emb_dim])  # [B, 7, d]
-        user = paddle.concat([static, pooled], axis=1)  # [B, 14, d]
+        all_weights = self.embedding.pool_weights(batch)  # [B, 7, max_len], no gradient
+        pooled = []
+        for run, (first, end, length) in enumerate(self.seq_runs):
+            count = end - first
+            seq = look(paddle.index_select(ids, getattr(self, f"seq_cols_{run}"), axis=1))
+            weights = all_weights[:, first:end, :length].reshape([batch_size * count, 1, length])
+            # [B*n, 1, L] @ [B*n, L, d]: measured faster to differentiate twice than a broadcast multiply + sum
+            pooled.append(paddle.matmul(weights, seq.reshape([batch_size * count, length, emb_dim]))
+                          .reshape([batch_size, count, emb_dim]))
+        user = paddle.concat([static] + pooled, axis=1)  # [B, 14, d]
         task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1).reshape([batch_size, -1])
         user_flat = user.reshape([batch_size, -1])
         gate = softmax(self.expert_gate(task, sub_params(params, "expert_gate")), axis=1)  # [B, K]
