@@ -99,7 +99,8 @@ class ExpertBank(nn.Layer):
         draws = [[paddle.normal(0.0, 1.0 / math.sqrt(i), [i, o]) for i, o in shapes] for _ in range(num_expert)]
         for layer, (i, o) in enumerate(shapes):
             value = paddle.stack([draws[e][layer] for e in range(num_expert)])
-            weight = self.create_parameter([num_expert, i, o], default_initializer=nn.initializer.Assign(value))
+            weight = self.create_parameter([num_expert, i, o], default_initializer=nn.initializer.Constant(0.0))
+            weight.set_value(value)  # (an Assign initializer would copy through a Python list)
             bias = self.create_parameter([num_expert, o], is_bias=True,
                                          default_initializer=nn.initializer.Constant(0.0))
             setattr(self, f"weight_{layer}", weight)
