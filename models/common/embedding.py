@@ -137,5 +137,25 @@ class FeatureEmbedding(nn.Layer):
                 start = i
         return runs[0] if len(runs) == 1 else paddle.concat(runs, axis=1)
 
+    def pool_weights(self, batch):
+        """[B, S, max_len] weights (no gradient) of each sequence's padded columns in ``pool``:
+        mask / count for mean pooling, the mask for sum pooling. For a lookup ``seq`` of the
+        sequence columns reshaped to [B, S, max_len, dim], ``sum(seq * weights[..., None], 2)`` is
+        ``pool``'s pooled part - without ``pool``'s slices of [B, W, dim], whose (double) gradients
+        are slow on CPU."""
+        with paddle.no_grad():
+            lengths = paddle.stack([batch[f.length_name].reshape([-1]) for f in self.sequence_features], axis=1)
+            positions = paddle.arange(self.max_len, dtype=lengths.dtype).reshape([1, 1, -1])
+            mask = (positions < lengths.unsqueeze(-1)).astype(self.table.weight.dtype)  # [B, S, L]
+            divisor = paddle.clip(paddle.sum(mask, axis=2, keepdim=True), min=1.0)
+            if any(self.pooling_sum):
+                keep = paddle.to_tensor(np.array(self.pooling_sum).reshape([1, -1, 1]))
+                divisor = paddle.where(keep, paddle.ones_like(divisor), divisor)
+            return mask / divisor
+
+    def sparse_columns(self, names):
+        """Columns of ``global_ids`` holding the sparse (single-id) features ``names``."""
+        return [self.sparse_features.index(next(f for f in self.sparse_features if f.name == n)) for n in names]
+
     def forward(self, batch):
         return self.pool(self.lookup(self.global_ids(batch)), batch)

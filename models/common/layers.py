@@ -71,6 +71,60 @@ class MLP(nn.Layer):
         return x
 
 
+class ExpertBank(nn.Layer):
+    """``num_expert`` parallel MLPs of the same shape (``MLP(input_dim, dims, activation)`` each)
+    computed together: x [B, input_dim] -> [B, num_expert, dims[-1]].
+
+    Layer i keeps the experts' weights in one parameter ``weight_i`` [E, in, out] and biases in
+    ``bias_i`` [E, out]. The first layer (all experts read the same input) is one wide matmul
+    x @ [in, E * out]; later layers are one batched matmul over the experts. The math is that of
+    E separate MLPs, and so is the initialisation: the weights are drawn expert by expert, layer by
+    layer, from paddle's generator exactly as E ``MLP`` layers would draw them.
+    """
+
+    def __init__(self, num_expert, input_dim, dims, activation="relu", dropout=0.0, last_activation=True):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"ExpertBank activation {activation!r} unknown; expected one of {sorted(_ACTIVATIONS)}")
+        self.num_expert = num_expert
+        self.activation = _ACTIVATIONS[activation]
+        self.dropout = dropout
+        self.last_activation = last_activation
+        self.dims = list(dims)
+        shapes, fan_in = [], input_dim
+        for out_dim in dims:
+            shapes.append((fan_in, out_dim))
+            fan_in = out_dim
+        self.output_dim = fan_in
+        draws = [[paddle.normal(0.0, 1.0 / math.sqrt(i), [i, o]) for i, o in shapes] for _ in range(num_expert)]
+        for layer, (i, o) in enumerate(shapes):
+            value = paddle.stack([draws[e][layer] for e in range(num_expert)])
+            weight = self.create_parameter([num_expert, i, o], default_initializer=nn.initializer.Constant(0.0))
+            weight.set_value(value)  # (an Assign initializer would copy through a Python list)
+            bias = self.create_parameter([num_expert, o], is_bias=True,
+                                         default_initializer=nn.initializer.Constant(0.0))
+            setattr(self, f"weight_{layer}", weight)
+            setattr(self, f"bias_{layer}", bias)
+
+    def forward(self, x, params=None):
+        batch, experts = x.shape[0], self.num_expert
+        last = len(self.dims) - 1
+        for layer, out_dim in enumerate(self.dims):
+            weight = _param(self, f"weight_{layer}", params)
+            bias = _param(self, f"bias_{layer}", params)
+            if layer == 0:  # [B, in] @ [in, E * out] -> [E, B, out]
+                wide = paddle.transpose(weight, [1, 0, 2]).reshape([weight.shape[1], -1])
+                x = (paddle.matmul(x, wide) + bias.reshape([-1])).reshape([batch, experts, out_dim])
+                x = paddle.transpose(x, [1, 0, 2])
+            else:  # [E, B, in] @ [E, in, out]
+                x = paddle.matmul(x, weight) + bias.unsqueeze(1)
+            if layer < last or self.last_activation:
+                x = self.activation(x)
+                if self.dropout > 0 and self.training:
+                    x = dropout(x, self.dropout)
+        return paddle.transpose(x, [1, 0, 2])  # [B, E, out]
+
+
 def dropout(x, p):
     """Inverted dropout as a mask multiply: the same expectation as F.dropout, but twice
     differentiable (paddle's dropout_grad has no gradient of its own, so second-order MAML

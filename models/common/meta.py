@@ -15,6 +15,7 @@ stay equal to W's rows, so ``rows' [local]`` equals ``W'[ids]`` of the dense upd
 Lookups inside the task go through ``lookup`` (a gather), which - unlike paddle's embedding op -
 has a second derivative, so second-order MAML works through the inner step.
 """
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
@@ -23,15 +24,19 @@ def compact_ids(id_tensors):
     """Unique ids over several int64 tensors and each tensor re-expressed as positions in them.
 
     -> (unique_ids [n], [local ids with the shape of each input]).
+
+    Ids are data (no gradient), so this runs in numpy: paddle's CPU ``unique(return_inverse=True)``
+    took 3.5 s for the 170k ids of one task at batch 1024 (numpy: ~10 ms).
     """
-    flat = paddle.concat([t.reshape([-1]) for t in id_tensors])
-    unique, inverse = paddle.unique(flat, return_inverse=True)
+    arrays = [t.numpy() if isinstance(t, paddle.Tensor) else np.asarray(t) for t in id_tensors]
+    flat = np.concatenate([a.reshape(-1) for a in arrays])
+    unique, inverse = np.unique(flat, return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64)
     locals_, start = [], 0
-    for t in id_tensors:
-        size = int(t.numel())
-        locals_.append(inverse[start:start + size].reshape(t.shape))
-        start += size
-    return unique, locals_
+    for a in arrays:
+        locals_.append(paddle.to_tensor(inverse[start:start + a.size].reshape(a.shape)))
+        start += a.size
+    return paddle.to_tensor(unique.astype(np.int64)), locals_
 
 
 def gather_rows(table, unique_ids):

@@ -35,10 +35,11 @@ from net import MetaHeacLayer  # noqa: E402
 from reader_infer import RecDataset as InferDataset  # noqa: E402
 from reader_infer import Task  # noqa: E402
 from reader_train import RecDataset as TrainDataset  # noqa: E402
-from tools.utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 DEFAULTS = {"max_idxs": None, "batch_size": 4, "task_count": 5, "meta_steps": 3, "finetune_tasks": 2,
-            "finetune_seed_rows": 1000, "finetune_batch_size": 32}
+            "finetune_seed_rows": 1000, "finetune_batch_size": 32,
+            # the published configuration's size (config_bigdata.yaml); 0 skips it
+            "large_batch_size": 1024, "large_meta_steps": 3, "large_finetune_seed_rows": 2048}
 
 
 def _settings(config):
@@ -65,25 +66,122 @@ def dense_meta_loss(model, support, query, local_lr, first_order, loss_fn):
     return paddle.stack(losses).mean()
 
 
-def _time_meta_steps(config, dense, first_order, batches):
-    paddle.seed(config.get("runner.seed"))
-    dm = DygraphModel()
-    model = _model(config)
-    optimizer = dm.create_optimizer(model, config)
-    lr = config.get("hyper_parameters.local_lr")
-    times = []
-    for batch in batches:
+class PaddleRecStyleNet(paddle.nn.Layer):
+    """PaddleRec's layout of the same network, for the baseline: one nn.Embedding per field (20
+    lookups), the multi-hot fields mean-pooled with a mask, num_expert separate expert MLPs
+    (nn.Linear + ReLU), paddle's softmax and BCE. Same math as MetaHeacLayer (both expert layers
+    applied); run as PaddleRec's meta-step: first order (fast weights from constant gradients),
+    dense fast weights for every table."""
+
+    def __init__(self, config):
+        super().__init__()
+        hp = lambda k, d=None: config.get(f"hyper_parameters.{k}", d)  # noqa: E731
+        dim, (static, dynamic, ad) = hp("embed_dim"), hp("max_idxs")
+        self.names = STATIC + DYNAMIC + AD
+        self.tables = paddle.nn.LayerList([paddle.nn.Embedding(m + 1, dim) for m in static + dynamic + ad])
+        user_dim, task_dim, hidden = 14 * dim, 7 * dim, hp("mlp_dims")[-1]
+
+        def mlp(dims, last_relu=True):
+            layers = []
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+                layers.append(paddle.nn.Linear(a, b))
+                if last_relu or i < len(dims) - 2:
+                    layers.append(paddle.nn.ReLU())
+            return paddle.nn.Sequential(*layers)
+
+        self.experts = paddle.nn.LayerList([mlp([user_dim] + hp("mlp_dims")) for _ in range(hp("num_expert"))])
+        self.expert_gate = mlp([task_dim, hidden, hp("num_expert")], last_relu=False)
+        self.critics = paddle.nn.Linear(hidden, hp("num_output"))
+        self.critic_gate = mlp([task_dim, hidden, hp("num_output")], last_relu=False)
+
+    def forward(self, batch, fast=None):
+        """``fast``: {parameter name: tensor} replacing the parameters (paddle has no functional
+        call: the values are swapped in for the pass and swapped back)."""
+        saved = {}
+        if fast is not None:
+            for name, p in self.named_parameters():
+                saved[name] = p
+            self._swap(fast)
+        try:
+            fields = []
+            for name, table in zip(self.names, self.tables):
+                ids = batch[name]
+                if name in DYNAMIC:
+                    emb = table(ids)
+                    length = batch[name + "_length"].reshape([-1, 1]).astype("float32")
+                    mask = (paddle.arange(ids.shape[1], dtype="float32").reshape([1, -1]) < length).astype("float32")
+                    fields.append(paddle.sum(emb * mask.unsqueeze(-1), axis=1) / paddle.clip(length, min=1.0))
+                else:
+                    fields.append(table(ids.reshape([-1])))
+            user = paddle.stack(fields[:14], axis=1)
+            task = paddle.concat([user.mean(axis=1)] + fields[14:], axis=1)
+            user = user.reshape([user.shape[0], -1])
+            gate = paddle.nn.functional.softmax(self.expert_gate(task), axis=1)
+            outputs = paddle.stack([expert(user) for expert in self.experts], axis=1)
+            fea = paddle.sum(gate.unsqueeze(-1) * outputs, axis=1)
+            critic_gate = paddle.nn.functional.softmax(self.critic_gate(task), axis=1)
+            return paddle.sum(critic_gate * paddle.nn.functional.sigmoid(self.critics(fea)), axis=1)
+        finally:
+            if fast is not None:
+                self._swap(saved)
+
+    def _swap(self, values):
+        for name, value in values.items():
+            *path, attr = name.split(".")
+            layer = self
+            for part in path:
+                layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
+            layer._parameters[attr] = value
+
+
+def paddlerec_meta_loss(model, support, query, local_lr):
+    """PaddleRec's meta-step on PaddleRecStyleNet: constant inner gradients, dense fast weights."""
+    losses = []
+    for t in range(support["label"].shape[0]):
+        s_batch, q_batch = task_batch(support, t), task_batch(query, t)
+        names, params = zip(*model.named_parameters())
+        loss = paddle.nn.functional.binary_cross_entropy(model(s_batch), s_batch["label"].astype("float32"))
+        grads = paddle.grad(loss, list(params))
+        fast = {n: p - local_lr * g.detach() for n, p, g in zip(names, params, grads)}
+        losses.append(paddle.nn.functional.binary_cross_entropy(model(q_batch, fast), q_batch["label"].astype("float32")))
+    return paddle.stack(losses).mean()
+
+
+class _MetaRunner:
+    """One timed meta-step variant with its own model and optimizer."""
+
+    def __init__(self, config, kind, first_order):
+        paddle.seed(config.get("runner.seed"))
+        self.dm, self.config, self.kind, self.first_order = DygraphModel(), config, kind, first_order
+        self.model = PaddleRecStyleNet(config) if kind == "paddlerec" else _model(config)
+        self.optimizer = self.dm.create_optimizer(self.model, config)
+        self.lr = config.get("hyper_parameters.local_lr")
+        self.times = []
+
+    def step(self, batch):
         start = time.perf_counter()
-        support, query, _ = dm.create_feeds(batch, config)
-        if dense:
-            loss = dense_meta_loss(model, support, query, lr, first_order, dm.create_loss)
+        support, query, _ = self.dm.create_feeds(batch, self.config)
+        if self.kind == "paddlerec":
+            loss = paddlerec_meta_loss(self.model, support, query, self.lr)
+        elif self.kind == "dense":
+            loss = dense_meta_loss(self.model, support, query, self.lr, self.first_order, self.dm.create_loss)
         else:
-            loss = meta_loss(model, support, query, lr, first_order, dm.create_loss)[0]
+            loss = meta_loss(self.model, support, query, self.lr, self.first_order, self.dm.create_loss)[0]
         loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))  # the first step pays one-off allocations
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.times.append(time.perf_counter() - start)
+
+
+def time_meta_steps(config, batches, variants):
+    """{name: median seconds per meta-step} for ``variants`` ({name: (kind, first_order)}), run
+    interleaved (step i of every variant, then step i + 1) so that machine load hits all alike;
+    the first step of each pays one-off allocations and is not counted."""
+    runners = {name: _MetaRunner(config, kind, fo) for name, (kind, fo) in variants.items()}
+    for batch in batches:
+        for runner in runners.values():
+            runner.step(batch)
+    return {name: float(np.median(r.times[1:])) for name, r in runners.items()}
 
 
 def _benchmark_task(config, seed_rows):
@@ -94,10 +192,10 @@ def _benchmark_task(config, seed_rows):
     return Task(task.aid, {k: v[pick] for k, v in task.stage1.items()}, task.stage2)
 
 
-def _paddlerec_finetune(config, model, folder, task):
-    """PaddleRec's per-task loop: reload the checkpoint, dense Adam over every parameter."""
-    dm = DygraphModel()
-    load_checkpoint(folder, 0, model)
+def _paddlerec_finetune(config, model, path, task):
+    """PaddleRec's per-task loop on its own layout: reload the saved weights, dense Adam over every
+    parameter, paddle's BCE."""
+    model.set_state_dict(paddle.load(path))
     optimizer = paddle.optimizer.Adam(learning_rate=config.get("hyper_parameters.optimizer.local_test_learning_rate"),
                                       parameters=model.parameters())
     model.train()
@@ -105,7 +203,7 @@ def _paddlerec_finetune(config, model, folder, task):
     for _ in range(config.get("runner.infer_train_epoch")):
         for i in range(0, len(task.stage1["label"]), size):
             batch = _tensors(task.stage1, slice(i, i + size))
-            loss = dm.create_loss(model(batch), batch["label"])
+            loss = paddle.nn.functional.binary_cross_entropy(model(batch), batch["label"].astype("float32"))
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
@@ -114,52 +212,76 @@ def _paddlerec_finetune(config, model, folder, task):
         return model(_tensors(task.stage2)).numpy()
 
 
+def _time_finetune(config, s, batch_size, seed_rows):
+    """Fine-tune + score one test task: PaddleRec's loop vs TaskEvaluator, interleaved."""
+    tune_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": batch_size})
+    task = _benchmark_task(tune_cfg, seed_rows)
+    paddle.seed(config.get("runner.seed"))
+    model = _model(tune_cfg, sparse=False)
+    baseline = PaddleRecStyleNet(tune_cfg)
+    evaluator = TaskEvaluator(model, DygraphModel(), tune_cfg)
+    times = {"paddlerec": [], "ours": []}
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "paddlerec.pdparams")
+        paddle.save(baseline.state_dict(), path)
+        for i in range(s["finetune_tasks"] + 1):  # the first round is a warm-up
+            for name, run in (("paddlerec", lambda: _paddlerec_finetune(tune_cfg, baseline, path, task)),
+                              ("ours", lambda: evaluator.finetune_and_predict(task))):
+                start = time.perf_counter()
+                run()
+                if i:
+                    times[name].append(time.perf_counter() - start)
+    ours, theirs = float(np.median(times["ours"])), float(np.median(times["paddlerec"]))
+    return {"finetune_batch_size": batch_size, "finetune_seed_rows": seed_rows,
+            "finetune_candidate_rows": len(task.stage2["label"]), "paddlerec_style_seconds_per_task": theirs,
+            "finetune_seconds_per_task": ours, "finetune_speedup": theirs / ours}
+
+
+def _math_threads():
+    return paddle.get_flags(["FLAGS_paddle_num_threads"]).get("FLAGS_paddle_num_threads")
+
+
 def run_benchmark(config):
     """-> dict of timings (seconds) and speed-ups; see the module docstring."""
     s = _settings(config)
     paddle.set_device("cpu")
-    meta_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": s["batch_size"],
-                            "hyper_parameters.task_count": s["task_count"]})
-    sampler = TrainDataset(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"), meta_cfg)
-    batches = [sampler[i] for i in range(s["meta_steps"] + 1)]
     first_order = bool(config.get("hyper_parameters.first_order", False))
     result = {"settings": {**s, "first_order": first_order,
                            "lazy_mode": bool(config.get("hyper_parameters.optimizer.lazy_mode", False)),
+                           "math_threads": _math_threads(),
                            "table_rows": int(sum(m + 1 for g in s["max_idxs"] for m in g))}}
-    for order, flag in (("first_order", True), ("second_order", False)):
-        result[f"meta_step_seconds_{order}"] = _time_meta_steps(meta_cfg, False, flag, batches)
-        result[f"dense_baseline_meta_step_seconds_{order}"] = _time_meta_steps(meta_cfg, True, flag, batches)
-        result[f"meta_step_speedup_{order}"] = (result[f"dense_baseline_meta_step_seconds_{order}"]
-                                                / result[f"meta_step_seconds_{order}"])
-    # Headline figures: PaddleRec's meta-step (dense, first order in effect: its fast weights use
-    # .grad, which carries no graph) against ours at the same math.
-    result["meta_step_seconds"] = result["meta_step_seconds_first_order"]
-    result["dense_baseline_meta_step_seconds"] = result["dense_baseline_meta_step_seconds_first_order"]
-    result["meta_step_speedup"] = result["meta_step_speedup_first_order"]
+    variants = {"ours_first_order": ("ours", True), "ours_second_order": ("ours", False),
+                "dense_first_order": ("dense", True), "dense_second_order": ("dense", False),
+                "paddlerec": ("paddlerec", True)}
+    sizes = [("", s["batch_size"], s["meta_steps"])]
+    if s["large_batch_size"]:
+        sizes.append(("large_", s["large_batch_size"], s["large_meta_steps"]))
+    for prefix, batch_size, steps in sizes:
+        meta_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": batch_size,
+                                "hyper_parameters.task_count": s["task_count"]})
+        sampler = TrainDataset(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"), meta_cfg)
+        seconds = time_meta_steps(meta_cfg, [sampler[i] for i in range(steps + 1)], variants)
+        figures = {"batch_size": batch_size}
+        for order in ("first_order", "second_order"):
+            figures[f"meta_step_seconds_{order}"] = seconds[f"ours_{order}"]
+            figures[f"dense_baseline_meta_step_seconds_{order}"] = seconds[f"dense_{order}"]
+            figures[f"meta_step_speedup_{order}"] = seconds[f"dense_{order}"] / seconds[f"ours_{order}"]
+            # PaddleRec's meta-step (its own layout, first order in effect: its fast weights use
+            # .grad, which carries no graph) against ours at each order.
+            figures[f"paddlerec_style_speedup_{order}"] = seconds["paddlerec"] / seconds[f"ours_{order}"]
+        figures["paddlerec_style_meta_step_seconds"] = seconds["paddlerec"]
+        # Headline figures: PaddleRec's meta-step against ours at the same math (first order).
+        figures["meta_step_seconds"] = figures["meta_step_seconds_first_order"]
+        figures["dense_baseline_meta_step_seconds"] = figures["dense_baseline_meta_step_seconds_first_order"]
+        figures["meta_step_speedup"] = figures["meta_step_speedup_first_order"]
+        if prefix:
+            result["large_batch"] = figures
+        else:
+            result.update(figures)
 
-    tune_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"],
-                            "hyper_parameters.batch_size": s["finetune_batch_size"]})
-    task = _benchmark_task(tune_cfg, s["finetune_seed_rows"])
-    paddle.seed(config.get("runner.seed"))
-    model = _model(tune_cfg, sparse=False)
-    with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(folder, 0, model, paddle.optimizer.Adam(parameters=model.parameters()))
-        times = []
-        for _ in range(s["finetune_tasks"]):
-            start = time.perf_counter()
-            _paddlerec_finetune(tune_cfg, model, folder, task)
-            times.append(time.perf_counter() - start)
-        result["paddlerec_style_seconds_per_task"] = float(np.median(times))
-        load_checkpoint(folder, 0, model)
-        evaluator = TaskEvaluator(model, DygraphModel(), tune_cfg)
-        evaluator.finetune_and_predict(task)  # warm-up
-        times = []
-        for _ in range(s["finetune_tasks"]):
-            start = time.perf_counter()
-            evaluator.finetune_and_predict(task)
-            times.append(time.perf_counter() - start)
-        result["finetune_seconds_per_task"] = float(np.median(times))
-    result["finetune_speedup"] = result["paddlerec_style_seconds_per_task"] / result["finetune_seconds_per_task"]
+    result.update(_time_finetune(config, s, s["finetune_batch_size"], s["finetune_seed_rows"]))
+    if s["large_batch_size"]:
+        result["large_batch"].update(_time_finetune(config, s, s["large_batch_size"], s["large_finetune_seed_rows"]))
     return result
 
 

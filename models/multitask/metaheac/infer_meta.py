@@ -103,8 +103,9 @@ class TaskEvaluator:
         cand_local = local[seed_ids.size:].reshape(cand_ids.shape)
         with paddle.no_grad():
             start = paddle.gather(self.table, paddle.to_tensor(unique))
-        rows = paddle.create_parameter(start.shape, start.dtype,
-                                       default_initializer=paddle.nn.initializer.Assign(start))
+        # (Assign(start) as initializer would go through a Python list: 0.75 s for 30k x 64 rows)
+        rows = paddle.create_parameter(start.shape, start.dtype, default_initializer=paddle.nn.initializer.Constant(0.0))
+        rows.set_value(start)
         params = {self.table_name: rows}
         optimizer = paddle.optimizer.Adam(learning_rate=self.lr, parameters=[p for _, p in self.dense] + [rows])
         self.model.train()

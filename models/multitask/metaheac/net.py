@@ -15,12 +15,13 @@ lookups instead of one.
 is a row subset (see models.common.meta) and ``ids`` ([B, W], positions in that subset of the
 rows ``embedding.global_ids(batch)``) say which rows each column uses.
 """
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from models.common.embedding import FeatureEmbedding
-from models.common.layers import MLP, sub_params
+from models.common.layers import MLP, ExpertBank, sub_params
 from models.common.meta import lookup, softmax
 
 TABLE = "embedding.table.weight"  # the shared table's name in named_parameters()
@@ -41,7 +42,32 @@ class MetaHeacLayer(nn.Layer):
         self.task_dim = (1 + len(self.ad_fields)) * embed_dim
         hidden = mlp_dims[-1]
         # Every layer of mlp_dims is used (PaddleRec builds the second one but never applies it).
-        self.experts = nn.LayerList([MLP(self.user_dim, mlp_dims, "relu", dropout) for _ in range(num_expert)])
+        # The num_expert MLPs run as one ExpertBank (stacked [E, in, out] weights, same math and
+        # same initial values as num_expert separate MLP layers).
+        # The forward embeds [sparse user fields, all sequences] and the ad fields directly.
+        sparse_names = [f.name for f in self.embedding.sparse_features]
+        seq_names = [f.name for f in self.embedding.sequence_features]
+        user_sparse = [n for n in self.user_fields if n in sparse_names]
+        if self.user_fields != user_sparse + seq_names or any(n not in sparse_names for n in self.ad_fields):
+            raise ValueError("MetaHeacLayer expects user_fields = sparse fields then every sequence field "
+                             "(in schema order) and single-id ad fields")
+        self.num_sparse = len(sparse_names)
+        self.split_sparse = [len(user_sparse), len(self.ad_fields)]
+        # Sequences in runs of equal max_len, each run looked up without the padding columns
+        # global_ids adds to reach the longest sequence (20 of 70 columns for MetaHeac).
+        emb_ = self.embedding
+        self.seq_runs, start = [], 0
+        for i, f in enumerate(emb_.sequence_features + [None]):
+            if f is None or f.max_len != emb_.sequence_features[start].max_len:
+                length = emb_.sequence_features[start].max_len
+                cols = [self.num_sparse + s * emb_.max_len + j for s in range(start, i) for j in range(length)]
+                self.seq_runs.append((start, i, length))
+                self.register_buffer(f"seq_cols_{len(self.seq_runs) - 1}",
+                                     paddle.to_tensor(np.array(cols, dtype="int64")), persistable=False)
+                start = i
+        self.register_buffer("sparse_cols", paddle.to_tensor(np.array(
+            self.embedding.sparse_columns(user_sparse + self.ad_fields), dtype="int64")), persistable=False)
+        self.experts = ExpertBank(num_expert, self.user_dim, mlp_dims, "relu", dropout)
         self.expert_gate = MLP(self.task_dim, [hidden, num_expert], "relu", last_activation=False)
         # num_output critics, each a Linear(hidden, 1) + sigmoid: one Linear computes all of them.
         self.critics = MLP(hidden, [num_output], last_activation=False)
@@ -55,17 +81,26 @@ class MetaHeacLayer(nn.Layer):
         table = params.get(TABLE) if params is not None else None
         if ids is None:
             ids = self.embedding.global_ids(batch)
-        emb = self.embedding.lookup(ids) if table is None else lookup(table, ids)
-        fields = self.embedding.pool(emb, batch)
-        user = self.embedding.select(fields, self.user_fields)  # [B, 14, d]
-        ad = self.embedding.select(fields, self.ad_fields)  # [B, 6, d]
-        batch_size = user.shape[0]
+        look = self.embedding.lookup if table is None else (lambda i: lookup(table, i))
+        # Two lookups (the single ids: static user + ad fields; the padded multi-hot ids) instead
+        # of one lookup that pool/select then slice: slices of [B, W, d] have slow (double)
+        # gradients on CPU; splits and concats do not.
+        batch_size, emb_dim = ids.shape[0], self.embedding.dim
+        static, ad = paddle.split(look(paddle.index_select(ids, self.sparse_cols, axis=1)), self.split_sparse, axis=1)
+        all_weights = self.embedding.pool_weights(batch)  # [B, 7, max_len], no gradient
+        pooled = []
+        for run, (first, end, length) in enumerate(self.seq_runs):
+            count = end - first
+            seq = look(paddle.index_select(ids, getattr(self, f"seq_cols_{run}"), axis=1))
+            weights = all_weights[:, first:end, :length].reshape([batch_size * count, 1, length])
+            # [B*n, 1, L] @ [B*n, L, d]: measured faster to differentiate twice than a broadcast multiply + sum
+            pooled.append(paddle.matmul(weights, seq.reshape([batch_size * count, length, emb_dim]))
+                          .reshape([batch_size, count, emb_dim]))
+        user = paddle.concat([static] + pooled, axis=1)  # [B, 14, d]
         task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1).reshape([batch_size, -1])
-
         user_flat = user.reshape([batch_size, -1])
         gate = softmax(self.expert_gate(task, sub_params(params, "expert_gate")), axis=1)  # [B, K]
-        outputs = paddle.stack([expert(user_flat, sub_params(params, f"experts.{k}"))
-                                for k, expert in enumerate(self.experts)], axis=1)  # [B, K, h]
+        outputs = self.experts(user_flat, sub_params(params, "experts"))  # [B, K, h]
         fea = paddle.sum(gate.unsqueeze(-1) * outputs, axis=1)
         critic_gate = softmax(self.critic_gate(task, sub_params(params, "critic_gate")), axis=1)
         scores = F.sigmoid(self.critics(fea, sub_params(params, "critics")))  # [B, J]

@@ -56,3 +56,56 @@ def test_dense_embedding_scales_vectors():
     out = layer(paddle.to_tensor([[2.0, 0.0]]))
     np.testing.assert_allclose(out.numpy()[0, 0], 2 * layer.weight.numpy()[0, 0], rtol=1e-6)
     np.testing.assert_allclose(out.numpy()[0, 1], 0)
+
+
+def test_expert_bank_equals_separate_mlps():
+    """The batched ExpertBank is E independent MLPs: same initial values (same random draws in the
+    same order) and the same forward on random weights, also with fast weights and twice
+    differentiated."""
+    from models.common.layers import ExpertBank
+
+    paddle.set_default_dtype("float64")
+    try:
+        paddle.seed(3)
+        reference = [MLP(7, [5, 4, 3]) for _ in range(4)]
+        paddle.seed(3)
+        bank = ExpertBank(4, 7, [5, 4, 3])
+        for layer in range(3):
+            np.testing.assert_array_equal(bank.__getattr__(f"weight_{layer}").numpy(),
+                                          np.stack([m.linears[layer].weight.numpy() for m in reference]))
+        rng = np.random.default_rng(0)
+        weights = {n: paddle.to_tensor(rng.normal(size=p.shape)) for n, p in bank.named_parameters()}
+        for name, value in weights.items():
+            value.stop_gradient = False
+        x = paddle.to_tensor(rng.normal(size=(6, 7)))
+        out = bank(x, weights)  # [B, E, out]
+        assert out.shape == [6, 4, 3]
+        for e, mlp in enumerate(reference):
+            per_expert = {f"linears.{i}.{kind}": weights[f"{kind}_{i}"][e] for i in range(3) for kind in ("weight", "bias")}
+            np.testing.assert_allclose(out[:, e].numpy(), mlp(x, per_expert).numpy(), rtol=1e-12, atol=1e-12)
+        # Twice differentiable (second-order meta-learning goes through it).
+        grad, = paddle.grad((out ** 2).sum(), [weights["weight_0"]], create_graph=True)
+        (grad ** 2).sum().backward()
+        assert weights["weight_1"].grad is not None
+    finally:
+        paddle.set_default_dtype("float32")
+
+
+def test_pool_weights_equal_pool():
+    from models.common.embedding import FeatureEmbedding
+    from models.common.features import SequenceFeature, SparseFeature
+
+    features = [SparseFeature("a", 5, 3), SequenceFeature("s", 9, 3, max_len=4), SparseFeature("b", 6, 3),
+                SequenceFeature("t", 7, 3, max_len=2, pooling="sum")]
+    paddle.seed(0)
+    fe = FeatureEmbedding(features)
+    rng = np.random.default_rng(1)
+    batch = {"a": rng.integers(0, 5, 8), "b": rng.integers(0, 6, 8), "s": rng.integers(0, 9, (8, 4)),
+             "s_length": rng.integers(0, 5, 8), "t": rng.integers(0, 7, (8, 2)), "t_length": rng.integers(0, 3, 8)}
+    batch = {k: paddle.to_tensor(v) for k, v in batch.items()}
+    emb = fe.lookup(fe.global_ids(batch))
+    expected = fe.select(fe.pool(emb, batch), ["s", "t"]).numpy()
+    seq = emb[:, 2:].reshape([8, 2, fe.max_len, 3])
+    got = paddle.sum(seq * fe.pool_weights(batch).unsqueeze(-1), axis=2)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
+    assert fe.sparse_columns(["b", "a"]) == [1, 0]

@@ -90,6 +90,37 @@ def test_fast_weight_forward_equals_normal_forward():
     np.testing.assert_allclose(model(batch, params, local).numpy(), model(batch).numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_forward_equals_straightforward_reference():
+    """The optimised forward (split lookups without padding columns, pooling as a batched matmul,
+    the experts as one ExpertBank) is the plain network: one lookup + pool + select, each expert
+    its own MLP, the gated sums written out - on random weights (biases included)."""
+    import paddle.nn.functional as F
+
+    _modules()
+    model, support, _ = _tiny("float64", mlp=[5, 3])
+    rng = np.random.default_rng(5)
+    for _, p in model.named_parameters():
+        p.set_value(rng.normal(size=p.shape))
+    batch = _task(support, 1)
+    emb = model.embedding
+    fields = emb.pool(emb.lookup(emb.global_ids(batch)), batch)
+    user = emb.select(fields, model.user_fields)
+    ad = emb.select(fields, model.ad_fields)
+    task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1).reshape([user.shape[0], -1])
+    user = user.reshape([user.shape[0], -1])
+    experts = []
+    for e in range(model.experts.num_expert):
+        h = user
+        for i in range(len(model.experts.dims)):
+            h = F.relu(paddle.matmul(h, getattr(model.experts, f"weight_{i}")[e]) + getattr(model.experts, f"bias_{i}")[e])
+        experts.append(h)
+    gate = F.softmax(model.expert_gate(task), axis=1)
+    fea = sum(gate[:, e:e + 1] * experts[e] for e in range(len(experts)))
+    critic_gate = F.softmax(model.critic_gate(task), axis=1)
+    expected = paddle.sum(critic_gate * F.sigmoid(model.critics(fea)), axis=1)
+    np.testing.assert_allclose(model(batch).numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("first_order", [True, False])
 def test_row_subset_query_loss_equals_dense_update(first_order):
     dm_class, _, bench = _modules()
@@ -115,7 +146,7 @@ def test_second_order_gradient_matches_numerical_check():
     dm = dm_class()
     model, support, query = _tiny("float64", dim=3, mlp=[4])
     lr = 1.0
-    target = model.experts[0].linears[0].weight
+    target = model.experts.weight_0
 
     def loss(first_order=False):
         return dygraph_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)[0]
