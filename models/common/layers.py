@@ -42,20 +42,30 @@ class MLP(nn.Layer):
 
     ``dims`` lists the output size of each layer. ``last_activation`` says whether the final layer
     is followed by the activation too (PaddleRec's towers usually end with a plain Linear).
-    Weights are initialised with normal(0, 1/sqrt(fan_in)), PaddleRec's choice for DeepFM.
+    ``init``: ``"normal"`` - weights normal(0, 1/sqrt(fan_in)), zero bias (PaddleRec's choice for
+    DeepFM); ``"torch"`` - PyTorch's nn.Linear default, weight and bias uniform(+-1/sqrt(fan_in))
+    (kaiming-uniform with a=sqrt(5) gives exactly that bound).
     """
 
-    def __init__(self, input_dim, dims, activation="relu", dropout=0.0, last_activation=True):
+    def __init__(self, input_dim, dims, activation="relu", dropout=0.0, last_activation=True, init="normal"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"MLP activation {activation!r} unknown; expected one of {sorted(_ACTIVATIONS)}")
         self.activation = _ACTIVATIONS[activation]
         self.dropout = dropout
         self.last_activation = last_activation
+        if init not in ("normal", "torch"):
+            raise ValueError(f"MLP init {init!r} unknown; expected 'normal' or 'torch'")
         self.linears = nn.LayerList()
         for out_dim in dims:
-            init = nn.initializer.Normal(std=1.0 / math.sqrt(input_dim))
-            self.linears.append(nn.Linear(input_dim, out_dim, weight_attr=paddle.ParamAttr(initializer=init)))
+            bound = 1.0 / math.sqrt(input_dim)
+            if init == "torch":
+                uniform = nn.initializer.Uniform(low=-bound, high=bound)
+                attrs = dict(weight_attr=paddle.ParamAttr(initializer=uniform),
+                             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Uniform(low=-bound, high=bound)))
+            else:
+                attrs = dict(weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(std=bound)))
+            self.linears.append(nn.Linear(input_dim, out_dim, **attrs))
             input_dim = out_dim
         self.output_dim = input_dim
 
