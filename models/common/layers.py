@@ -42,20 +42,30 @@ class MLP(nn.Layer):
 
     ``dims`` lists the output size of each layer. ``last_activation`` says whether the final layer
     is followed by the activation too (PaddleRec's towers usually end with a plain Linear).
-    Weights are initialised with normal(0, 1/sqrt(fan_in)), PaddleRec's choice for DeepFM.
+    ``init``: ``"normal"`` - weights normal(0, 1/sqrt(fan_in)), zero bias (PaddleRec's choice for
+    DeepFM); ``"torch"`` - PyTorch's nn.Linear default, weight and bias uniform(+-1/sqrt(fan_in))
+    (kaiming-uniform with a=sqrt(5) gives exactly that bound).
     """
 
-    def __init__(self, input_dim, dims, activation="relu", dropout=0.0, last_activation=True):
+    def __init__(self, input_dim, dims, activation="relu", dropout=0.0, last_activation=True, init="normal"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"MLP activation {activation!r} unknown; expected one of {sorted(_ACTIVATIONS)}")
         self.activation = _ACTIVATIONS[activation]
         self.dropout = dropout
         self.last_activation = last_activation
+        if init not in ("normal", "torch"):
+            raise ValueError(f"MLP init {init!r} unknown; expected 'normal' or 'torch'")
         self.linears = nn.LayerList()
         for out_dim in dims:
-            init = nn.initializer.Normal(std=1.0 / math.sqrt(input_dim))
-            self.linears.append(nn.Linear(input_dim, out_dim, weight_attr=paddle.ParamAttr(initializer=init)))
+            bound = 1.0 / math.sqrt(input_dim)
+            if init == "torch":
+                uniform = nn.initializer.Uniform(low=-bound, high=bound)
+                attrs = dict(weight_attr=paddle.ParamAttr(initializer=uniform),
+                             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Uniform(low=-bound, high=bound)))
+            else:
+                attrs = dict(weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(std=bound)))
+            self.linears.append(nn.Linear(input_dim, out_dim, **attrs))
             input_dim = out_dim
         self.output_dim = input_dim
 
@@ -82,10 +92,13 @@ class ExpertBank(nn.Layer):
     layer, from paddle's generator exactly as E ``MLP`` layers would draw them.
     """
 
-    def __init__(self, num_expert, input_dim, dims, activation="relu", dropout=0.0, last_activation=True):
+    def __init__(self, num_expert, input_dim, dims, activation="relu", dropout=0.0, last_activation=True,
+                 init="normal"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"ExpertBank activation {activation!r} unknown; expected one of {sorted(_ACTIVATIONS)}")
+        if init not in ("normal", "torch"):
+            raise ValueError(f"ExpertBank init {init!r} unknown; expected 'normal' or 'torch'")
         self.num_expert = num_expert
         self.activation = _ACTIVATIONS[activation]
         self.dropout = dropout
@@ -96,13 +109,19 @@ class ExpertBank(nn.Layer):
             shapes.append((fan_in, out_dim))
             fan_in = out_dim
         self.output_dim = fan_in
-        draws = [[paddle.normal(0.0, 1.0 / math.sqrt(i), [i, o]) for i, o in shapes] for _ in range(num_expert)]
+        def draw(i, o):  # (weight, bias) of one expert's layer, as MLP's init draws them
+            bound = 1.0 / math.sqrt(i)
+            if init == "torch":  # torch's nn.Linear default: weight and bias U(-1/sqrt(in), 1/sqrt(in))
+                return paddle.uniform([i, o], min=-bound, max=bound), paddle.uniform([o], min=-bound, max=bound)
+            return paddle.normal(0.0, bound, [i, o]), paddle.zeros([o])
+
+        draws = [[draw(i, o) for i, o in shapes] for _ in range(num_expert)]
         for layer, (i, o) in enumerate(shapes):
-            value = paddle.stack([draws[e][layer] for e in range(num_expert)])
             weight = self.create_parameter([num_expert, i, o], default_initializer=nn.initializer.Constant(0.0))
-            weight.set_value(value)  # (an Assign initializer would copy through a Python list)
+            weight.set_value(paddle.stack([draws[e][layer][0] for e in range(num_expert)]))  # not Assign: no list copy
             bias = self.create_parameter([num_expert, o], is_bias=True,
                                          default_initializer=nn.initializer.Constant(0.0))
+            bias.set_value(paddle.stack([draws[e][layer][1] for e in range(num_expert)]))
             setattr(self, f"weight_{layer}", weight)
             setattr(self, f"bias_{layer}", bias)
 

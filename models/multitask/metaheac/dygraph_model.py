@@ -67,6 +67,7 @@ class DygraphModel(BaseDygraphModel):
         "hyper_parameters.embed_dim": positive_int(),
         "hyper_parameters.mlp_dims": positive_ints(),
         "hyper_parameters.dropout": Param(float, min=0, below=1, required=False, default=0.0),
+        "hyper_parameters.init": Param(str, required=False, default="official", choices=("official", "paddlerec")),
         "hyper_parameters.num_expert": positive_int(),
         "hyper_parameters.num_output": positive_int(),
         "hyper_parameters.task_count": positive_int(),
@@ -91,7 +92,7 @@ class DygraphModel(BaseDygraphModel):
     def create_model(self, config):
         hp = lambda key, default=None: config.get(f"hyper_parameters.{key}", default)  # noqa: E731
         return MetaHeacLayer(schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
-                             hp("num_output"), dropout=hp("dropout", 0.0))
+                             hp("num_output"), dropout=hp("dropout", 0.0), init=hp("init", "official"))
 
     def create_loss(self, pred, label):
         return binary_cross_entropy(pred, label)  # twice differentiable (paddle's BCE is not)

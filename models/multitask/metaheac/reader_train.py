@@ -1,7 +1,10 @@
 """Meta-training task sampler: item i of an epoch is one meta-batch of ``task_count`` tasks.
 
-Each task (ad) is drawn with probability proportional to its number of rows (as the official
-code); a support and a query set of ``batch_size`` rows each are drawn from the task's rows,
+The ``task_count`` tasks (ads) of a meta-batch are distinct: drawn one after another without
+replacement, each with probability proportional to its number of rows among the tasks not drawn
+yet (as the official code: ``np.random.choice(aids, task_count, replace=False, p=rows / total)``;
+only if the data has fewer than ``task_count`` tasks are they drawn with replacement).
+A support and a query set of ``batch_size`` rows each are drawn from the task's rows,
 independently (they may overlap, as in the official code). A task with fewer than
 ``batch_size`` rows is drawn with replacement and counted (``replaced`` in the batch).
 
@@ -36,6 +39,11 @@ class RecDataset(paddle.io.Dataset):
         self.order = np.argsort(aid, kind="stable")
         self.tasks, self.starts, self.counts = np.unique(aid[self.order], return_index=True, return_counts=True)
         self.probs = self.counts / self.counts.sum()
+        # Fewer tasks than task_count (tiny data only): tasks are drawn with replacement instead.
+        self.distinct_tasks = self.task_count <= len(self.tasks)
+        if not self.distinct_tasks:
+            print(f"reader_train: task_count={self.task_count} but only {len(self.tasks)} task(s): the tasks of "
+                  f"a meta-batch are drawn with replacement", flush=True)
         self.small_tasks = int((self.counts < self.batch_size).sum())
         if self.small_tasks:
             print(f"reader_train: {self.small_tasks} of {len(self.tasks)} tasks have fewer than "
@@ -61,7 +69,7 @@ class RecDataset(paddle.io.Dataset):
 
     def __getitem__(self, index):
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        tasks = rng.choice(len(self.tasks), size=self.task_count, replace=True, p=self.probs)
+        tasks = rng.choice(len(self.tasks), size=self.task_count, replace=not self.distinct_tasks, p=self.probs)
         support, query, replaced = [], [], 0
         for task in tasks:
             s, r = self._draw(rng, task)

@@ -172,6 +172,57 @@ def test_second_order_gradient_matches_numerical_check():
     assert abs(numerical - float((grads[True] * direction).sum())) > 1e-6
 
 
+# ---- initialisation ------------------------------------------------------------------------------
+def _net(init):
+    _, net, _ = _modules()
+    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    max_idxs = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 20000, 5000, 1000, 1000], [78, 137, 14, 39, 32, 3]]
+    schema = lookalike.schema(Config({"hyper_parameters": {"max_idxs": max_idxs, "embed_dim": 64}}, "t.yaml"))
+    paddle.seed(3)
+    return net.MetaHeacLayer(schema, lookalike.STATIC + lookalike.DYNAMIC, lookalike.AD, [64, 64], 8, 5, init=init)
+
+
+def test_official_init_is_torchs_default():
+    """init 'official' = the official PyTorch code's torch defaults: nn.Embedding rows N(0, 1);
+    nn.Linear weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (std bound / sqrt(3))."""
+    model = _net("official")
+    table = model.embedding.weight.numpy()
+    assert abs(table.mean()) < 0.01 and abs(table.std() - 1.0) < 0.01
+    kw1 = table[model.embedding.num_rows - 20001 - 5001 - 1001 - 1001 - 79 - 138 - 15 - 40 - 33 - 4:][:100]
+    assert abs(kw1.std() - 1.0) < 0.05  # small and huge tables alike
+    linears = [(n, p.numpy()) for n, p in model.named_parameters() if n != "embedding.table.weight"]
+    assert len(linears) == 2 * (8 * 2 + 2 + 1 + 2)
+    for name, value in linears:
+        if name.endswith("weight"):
+            fan_in = value.shape[0]  # paddle Linear weight: [in, out]
+        else:
+            fan_in = dict(linears)[name[:-len("bias")] + "weight"].shape[0]
+        bound = 1.0 / math.sqrt(fan_in)
+        assert np.abs(value).max() <= bound, name
+        if value.size >= 512:
+            assert abs(value.std() - bound / math.sqrt(3)) < 0.1 * bound / math.sqrt(3), name
+        if name.endswith("bias"):
+            assert np.abs(value).max() > 0, name  # torch biases are not zero
+
+
+def test_paddlerec_init_is_the_former_one():
+    """init 'paddlerec': each table Xavier-uniform with its own shape; Linear N(0, 1/sqrt(fan_in)), bias 0."""
+    model = _net("paddlerec")
+    table = model.embedding.weight.numpy()
+    lbs = table[3 + 1 + 2 + 1:3 + 1 + 2 + 1 + 856]  # carrier (4 rows), consumptionAbility (3), then LBS
+    bound = math.sqrt(6.0 / (856 + 64))
+    assert np.abs(lbs).max() <= bound and np.abs(lbs).max() > 0.95 * bound
+    assert np.abs(table).max() <= math.sqrt(6.0 / (2 + 64))  # the biggest bound: house (2 rows)
+    weight = model.experts[0].linears[0].weight.numpy()
+    assert abs(weight.std() - 1.0 / math.sqrt(weight.shape[0])) < 0.05 / math.sqrt(weight.shape[0])
+    assert not np.any(model.experts[0].linears[0].bias.numpy())
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="init 'xavier' unknown"):
+        _net("xavier")
+
+
 # ---- readers -----------------------------------------------------------------------------------
 def _write_npz(path, columns):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -183,11 +234,11 @@ def test_sampler_is_deterministic_and_handles_small_tasks(tmp_path):
     reader = load_module(os.path.join(FOLDER, "reader_train.py"))
     rng = np.random.default_rng(0)
     small = _random_rows(rng, 5, max_idxs=config.get("hyper_parameters.max_idxs"), aid=7)
-    big = _random_rows(rng, 60, max_idxs=config.get("hyper_parameters.max_idxs"), aid=8)
-    _write_npz(str(tmp_path / "train.npz"), {k: np.concatenate([small[k], big[k]]) for k in small})
+    bigs = [_random_rows(rng, 20, max_idxs=config.get("hyper_parameters.max_idxs"), aid=8 + i) for i in range(5)]
+    _write_npz(str(tmp_path / "train.npz"), {k: np.concatenate([small[k]] + [b[k] for b in bigs]) for k in small})
     config.set("runner.data_cache_dir", str(tmp_path / "cache"))
     dataset = reader.RecDataset([str(tmp_path / "train.npz")], config)
-    assert dataset.small_tasks == 1 and len(dataset) == math.ceil(65 / 16)
+    assert dataset.small_tasks == 1 and len(dataset) == math.ceil(105 / 16)
     items = [dataset[i] for i in range(len(dataset))]
     again = [dataset[i] for i in reversed(range(len(dataset)))][::-1]
     for a, b in zip(items, again):
@@ -200,6 +251,50 @@ def test_sampler_is_deterministic_and_handles_small_tasks(tmp_path):
     for t in range(5):  # support rows of a task all belong to one task, with its own rows
         assert len(set(support["aid"][t].tolist())) == 1
     assert sum(int(i["replaced"]) for i in items) > 0  # the 5-row task was drawn, with replacement
+
+
+def _task_rows(tmp_path, config, sizes):
+    """A training file with one task (aid 100 + i) of sizes[i] rows each -> its path."""
+    rng = np.random.default_rng(0)
+    parts = [_random_rows(rng, n, max_idxs=config.get("hyper_parameters.max_idxs"), aid=100 + i)
+             for i, n in enumerate(sizes)]
+    path = str(tmp_path / "train.npz")
+    _write_npz(path, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    config.set("runner.data_cache_dir", str(tmp_path / "cache"))
+    return path
+
+
+def test_meta_batch_tasks_are_distinct_and_size_weighted(tmp_path):
+    """As the official code (np.random.choice(aids, task_count, replace=False, p=rows/total)):
+    the tasks of a meta-batch are distinct, drawn successively with probability proportional to
+    their rows among those not drawn yet."""
+    config, _ = _config("hyper_parameters.batch_size=4", "hyper_parameters.task_count=3")
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    sizes = [200, 100, 40, 20, 20, 20]
+    dataset = reader.RecDataset([_task_rows(tmp_path, config, sizes)], config)
+    firsts, counts = [], np.zeros(len(sizes))
+    for epoch in range(25):
+        dataset.set_epoch(epoch)
+        for i in range(len(dataset)):
+            aids = [int(a[0]) for a in dataset[i]["support"]["aid"]]
+            assert len(set(aids)) == 3, aids  # distinct tasks
+            for t in range(3):  # support and query of a task come from that task
+                assert set(dataset[i]["query"]["aid"][t].tolist()) == {aids[t]}
+            firsts.append(aids[0] - 100)
+            counts[[a - 100 for a in aids]] += 1
+    # the first draw follows rows / total; later draws renormalise over the rest
+    first = np.bincount(firsts, minlength=len(sizes)) / len(firsts)
+    np.testing.assert_allclose(first, np.array(sizes) / sum(sizes), atol=0.05)
+    assert counts[0] < len(firsts)  # the biggest task is not in every batch ...
+    assert counts[0] > counts[1] > counts[2] > counts[3]  # ... but draws still favour big tasks
+
+
+def test_fewer_tasks_than_task_count_draws_with_replacement(tmp_path, capsys):
+    config, _ = _config("hyper_parameters.batch_size=4", "hyper_parameters.task_count=5")
+    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
+    dataset = reader.RecDataset([_task_rows(tmp_path, config, [10, 10, 10])], config)
+    assert not dataset.distinct_tasks and "drawn with replacement" in capsys.readouterr().out
+    assert dataset[0]["support"]["aid"].shape == (5, 4)
 
 
 def test_reader_accepts_published_pickle(shared_data, tmp_path):
