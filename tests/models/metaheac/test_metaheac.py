@@ -191,12 +191,13 @@ def test_official_init_is_torchs_default():
     kw1 = table[model.embedding.num_rows - 20001 - 5001 - 1001 - 1001 - 79 - 138 - 15 - 40 - 33 - 4:][:100]
     assert abs(kw1.std() - 1.0) < 0.05  # small and huge tables alike
     linears = [(n, p.numpy()) for n, p in model.named_parameters() if n != "embedding.table.weight"]
-    assert len(linears) == 2 * (8 * 2 + 2 + 1 + 2)
+    assert len(linears) == 2 * (2 + 2 + 1 + 2)  # experts: one stacked [E, in, out] weight per layer
+    weights = dict(linears)
     for name, value in linears:
-        if name.endswith("weight"):
-            fan_in = value.shape[0]  # paddle Linear weight: [in, out]
+        if "weight" in name:
+            fan_in = value.shape[-2]  # paddle Linear weight: [in, out]; ExpertBank: [E, in, out]
         else:
-            fan_in = dict(linears)[name[:-len("bias")] + "weight"].shape[0]
+            fan_in = weights[name.replace("bias", "weight")].shape[-2]
         bound = 1.0 / math.sqrt(fan_in)
         assert np.abs(value).max() <= bound, name
         if value.size >= 512:
@@ -213,9 +214,9 @@ def test_paddlerec_init_is_the_former_one():
     bound = math.sqrt(6.0 / (856 + 64))
     assert np.abs(lbs).max() <= bound and np.abs(lbs).max() > 0.95 * bound
     assert np.abs(table).max() <= math.sqrt(6.0 / (2 + 64))  # the biggest bound: house (2 rows)
-    weight = model.experts[0].linears[0].weight.numpy()
+    weight = model.experts.weight_0.numpy()[0]  # expert 0, first layer: [in, out]
     assert abs(weight.std() - 1.0 / math.sqrt(weight.shape[0])) < 0.05 / math.sqrt(weight.shape[0])
-    assert not np.any(model.experts[0].linears[0].bias.numpy())
+    assert not np.any(model.experts.bias_0.numpy())
 
 
 def test_unknown_init_is_refused():
