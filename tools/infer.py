@@ -80,9 +80,18 @@ def infer(ctx):
     dataset = create_dataset(load_reader(config, "infer"), config, "infer")
     metrics, names = dm.create_metrics("infer")
     results = {}
+    # A model with its own evaluation protocol (e.g. retrieval: export embeddings, search the
+    # catalog) does it per epoch in ``evaluate_epoch`` -> {metric: value}.
+    evaluate_epoch = getattr(dm, "evaluate_epoch", None)
     for epoch in epochs:
         load_checkpoint(load_path, epoch, model)
         model.eval()
+        if evaluate_epoch is not None:
+            with paddle.no_grad():
+                values = evaluate_epoch(model, dataset, config, epoch, output_dir, ctx.log)
+            ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
+            results[epoch] = values
+            continue
         for metric in metrics:
             metric.reset()
         columns = {}
@@ -104,8 +113,14 @@ def infer(ctx):
     write_json(os.path.join(output_dir, "metrics.json"),
                {"config": config.path, "load_path": load_path,
                 "infer": [{"epoch": e, **v} for e, v in results.items()],
-                "headline": results[epochs[-1]]})
+                "headline": _headline(dm, results[epochs[-1]])})
     return results
+
+
+def _headline(dm, values):
+    """The last epoch's metrics, or the few a model names in ``headline_keys`` (demo table)."""
+    keys = getattr(dm, "headline_keys", None)
+    return {k: values[k] for k in keys if k in values} if keys else values
 
 
 def main(args):
