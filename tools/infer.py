@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pandas as pd  # noqa: E402
 import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import paddle  # noqa: E402
 
 from tools.utils.checkpoint import (best_epoch, check_writable, complete_epochs, config_differences, load_checkpoint,  # noqa: E402
                                     read_run, write_atomic, write_json)
@@ -77,8 +78,18 @@ def infer(ctx):
     model = dm.create_model(config)
     dataset = create_dataset(load_reader(config, "infer"), config, "infer")
     results = {}
+    # A model with its own evaluation protocol (e.g. retrieval: export embeddings, search the
+    # catalog) does it per epoch in ``evaluate_epoch`` -> {metric: value}.
+    evaluate_epoch = getattr(dm, "evaluate_epoch", None)
     for epoch in epochs:
         load_checkpoint(load_path, epoch, model)
+        if evaluate_epoch is not None:
+            model.eval()
+            with paddle.no_grad():
+                values = evaluate_epoch(model, dataset, config, epoch, output_dir, ctx.log)
+            ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
+            results[epoch] = values
+            continue
         values, columns = evaluate(dm, model, dataset, config, collect=bool(output_path))
         ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
         results[epoch] = values
@@ -91,8 +102,14 @@ def infer(ctx):
     write_json(os.path.join(output_dir, "metrics.json"),
                {"config": config.path, "load_path": load_path,
                 "infer": [{"epoch": e, **v} for e, v in results.items()],
-                "headline": results[epochs[-1]]})
+                "headline": _headline(dm, results[epochs[-1]])})
     return results
+
+
+def _headline(dm, values):
+    """The last epoch's metrics, or the few a model names in ``headline_keys`` (demo table)."""
+    keys = getattr(dm, "headline_keys", None)
+    return {k: values[k] for k in keys if k in values} if keys else values
 
 
 def main(args):
