@@ -43,11 +43,19 @@ def search(item_emb, user_emb, k, index="flat", hnsw_m=32, ef_search=128, ef_con
     import faiss  # imported here: only evaluation needs it
 
     start = time.perf_counter()
-    dim = item_emb.shape[1]
+    item_emb = np.asarray(item_emb, dtype=np.float64)
+    user_emb = np.asarray(user_emb, dtype=np.float64)
     if index == "flat":
-        idx = faiss.IndexFlatIP(dim)
+        idx = faiss.IndexFlatIP(item_emb.shape[1])
     elif index == "hnsw":
-        idx = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        # An HNSW graph finds poor neighbours under inner product when the keys' norms differ
+        # (inner product is no metric). The standard reduction to L2 (Bachrach et al., 2014):
+        # append sqrt(M^2 - |key|^2) to every key and 0 to every query; the L2-nearest key then
+        # has the largest inner product. Normalised (cosine) keys get 0 and stay as they are.
+        norms = (item_emb ** 2).sum(axis=1)
+        item_emb = np.hstack([item_emb, np.sqrt(np.maximum(norms.max() - norms, 0.0))[:, None]])
+        user_emb = np.hstack([user_emb, np.zeros((len(user_emb), 1))])
+        idx = faiss.IndexHNSWFlat(item_emb.shape[1], hnsw_m)
         idx.hnsw.efConstruction = ef_construction
         idx.hnsw.efSearch = max(ef_search, k)
     else:

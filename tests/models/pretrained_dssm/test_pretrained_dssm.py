@@ -146,3 +146,129 @@ def test_trains_on_the_sample_with_early_stopping(tmp_path):
     assert f"evaluating epoch(s) [{best}]" in result.stdout
     with open(out / "infer" / "metrics.json") as f:
         assert abs(json.load(f)["headline"]["auc"] - history[best]["valid_auc"]) < 1e-9  # same data, same code
+
+
+def train_sample(tmp_path, *overrides):
+    out = tmp_path / "ckpt"
+    result = run_tool("tools/trainer.py", "-m", CONFIG, "-o", f"runner.model_save_path={out}", "runner.epochs=3",
+                      *overrides)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_export_reproduces_the_scores_and_jit_towers_match(tmp_path):
+    out = train_sample(tmp_path)
+    vectors, export_dir = os.path.join(FOLDER, "data", "vectors"), tmp_path / "export"
+    result = run_tool(os.path.join("models", "recall", "pretrained_dssm", "export.py"), "-m", CONFIG,
+                      "-o", f"runner.model_save_path={out}", "--vectors", vectors, "--out", str(export_dir), "--jit")
+    assert result.returncode == 0, result.stderr
+    user_ids = np.loadtxt(export_dir / "users.txt", dtype=np.int64)
+    item_ids = np.loadtxt(export_dir / "items.txt", dtype=np.int64)
+    assert user_ids.tolist() == list(range(1, 201)) and item_ids.tolist() == list(range(1, 101))
+    users, items = np.load(os.path.join(vectors, "users.npy")), np.load(os.path.join(vectors, "items.npy"))
+    # the model's scores for (user, item) pairs from the checkpoint = sigmoid(<query, key> + b)
+    from tools.utils.checkpoint import load_checkpoint
+
+    model = PretrainedTwoTower(8, [64])
+    with open(out / "metrics.json") as f:
+        load_checkpoint(str(out), json.load(f)["early_stopping"]["best_epoch"], model)
+    model.eval()
+    u, i = np.repeat(np.arange(200), 3), np.tile([0, 50, 99], 200)
+    scores = model({"user_vector": paddle.to_tensor(users[u]), "item_vector": paddle.to_tensor(items[i])}).numpy()
+    queries, keys = np.load(export_dir / "user_queries.npy"), np.load(export_dir / "item_keys.npy")
+    logits = (queries[u] * keys[i]).sum(axis=1) + model.output.bias.numpy()
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)
+    # the inference models need no repository code and give the same tower outputs
+    for side, name in (("users", "user_tower"), ("items", "item_tower")):
+        tower = paddle.jit.load(str(export_dir / "inference" / name))
+        source = users if side == "users" else items
+        np.testing.assert_allclose(tower(paddle.to_tensor(source)).numpy(), np.load(export_dir / f"{side}.npy"),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_retrieval_beats_most_popular_on_the_sample(tmp_path):
+    out = train_sample(tmp_path, "runner.epochs=10")
+    data, export_dir = os.path.join(FOLDER, "data"), tmp_path / "export"
+    result = run_tool(os.path.join("models", "recall", "pretrained_dssm", "export.py"), "-m", CONFIG,
+                      "-o", f"runner.model_save_path={out}", "--vectors", os.path.join(data, "vectors"),
+                      "--out", str(export_dir))
+    assert result.returncode == 0, result.stderr
+    result = run_tool(os.path.join("models", "recall", "pretrained_dssm", "retrieve.py"), "--export", str(export_dir),
+                      "--test", os.path.join(data, "interactions", "test.csv"),
+                      "--train", os.path.join(data, "interactions", "train.csv"), "--index", "hnsw")
+    assert result.returncode == 0, result.stderr
+    with open(export_dir / "retrieval_metrics.json") as f:
+        metrics = json.load(f)["metrics"]
+    assert metrics["hit@10"] > metrics["popular_hit@10"] and metrics["hit@50"] > metrics["popular_hit@50"]
+    assert metrics["hnsw_recall_vs_exact@10"] > 0.95
+    result = run_tool(os.path.join("models", "recall", "pretrained_dssm", "retrieve.py"), "--export", str(export_dir),
+                      "--users", "3,7", "--top-n", "4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("user 3: ") and len(lines[1].split()) == 2 + 4
+
+
+def peak_rss_anon_mb(command):
+    """Run ``command``; -> its peak anonymous resident memory (RssAnon, sampled every 20 ms), MB."""
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    peak = 0
+    while process.poll() is None:
+        try:
+            with open(f"/proc/{process.pid}/status") as f:
+                kb = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+            peak = max(peak, kb)
+        except (OSError, StopIteration):
+            pass
+        time.sleep(0.02)
+    assert process.returncode == 0, process.stderr.read()
+    return peak / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc/<pid>/status")
+def test_training_memory_does_not_grow_with_the_file(tmp_path):
+    """20k vs 200k rows of 128-d pairs (21 vs 206 MB as .npy): peak RssAnon within 1.2x, conversion
+    included. A reader holding the rows in memory would add the whole file to the larger run."""
+    rng = np.random.default_rng(0)
+    block = np.column_stack([rng.integers(0, 2, 20000), rng.normal(size=(20000, 256))]).astype(np.float32)
+    peaks = {}
+    for rows in (20000, 200000):
+        folder = tmp_path / str(rows)
+        folder.mkdir()
+        array = np.lib.format.open_memmap(folder / "part-0.npy", mode="w+", dtype=np.float32, shape=(rows, 257))
+        for start in range(0, rows, len(block)):
+            array[start:start + len(block)] = block
+        array.flush()
+        del array
+        peaks[rows] = peak_rss_anon_mb([
+            sys.executable, "tools/trainer.py", "-m", os.path.join(FOLDER, "config_bigdata.yaml"), "-o",
+            f"runner.train_data_dir={folder}", f"runner.model_save_path={tmp_path / ('ckpt' + str(rows))}",
+            "runner.epochs=1", "runner.valid_data_dir=", "runner.early_stop_patience=0"])
+    assert peaks[200000] < 1.2 * peaks[20000], peaks
+
+
+def test_sample_is_what_make_sample_writes(tmp_path):
+    sys.path.insert(0, os.path.join(FOLDER, "data"))
+    import make_sample
+
+    make_sample.main(str(tmp_path))
+    for part in ("train/part-0.txt", "valid/part-0.txt", "vectors/users.npy", "vectors/items.npy",
+                 "interactions/test.csv"):
+        with open(tmp_path / part, "rb") as ours, open(os.path.join(FOLDER, "data", part), "rb") as shipped:
+            assert ours.read() == shipped.read(), part
+
+
+def test_hnsw_finds_the_inner_product_neighbours_of_keys_with_unequal_norms():
+    from models.common.retrieval import search
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(3000, 16)) * rng.uniform(0.1, 3.0, size=(3000, 1))  # norms differ widely
+    queries = rng.normal(size=(200, 16))
+    exact, _ = search(keys, queries, 10, "flat")
+    approx, _ = search(keys, queries, 10, "hnsw")
+    assert np.array_equal(exact[:, 0], np.argmax(queries @ keys.T, axis=1))
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.95, recall
