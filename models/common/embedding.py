@@ -100,6 +100,29 @@ class FeatureEmbedding(nn.Layer):
     def weight(self):
         return self.table.weight
 
+    def load_rows(self, name, ids, vectors, freeze=False):
+        """Initialise feature ``name``'s rows for ``ids`` with ``vectors`` [len(ids), dim]
+        (pretrained embeddings). ``freeze``: those rows get a zero gradient from now on, so
+        an optimiser without weight decay never moves them; the other rows train as usual."""
+        ids, vectors = np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"pretrained vectors for {name} have shape {vectors.shape}, expected "
+                             f"({len(ids)}, {self.dim}): the embedding size")
+        vocab = self.feature[name].vocab_size
+        if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"pretrained ids for {name} must lie in [0, {vocab}), got {ids.min()}..{ids.max()}")
+        rows = self.table_offset[name] + ids
+        value = self.table.weight.numpy()
+        value[rows] = vectors
+        self.table.weight.set_value(value)
+        if freeze:
+            if self.table._sparse:
+                raise ValueError(f"freezing pretrained rows of {name} needs dense embedding gradients")
+            keep = np.ones((self.num_rows, 1), dtype=np.float32)
+            keep[rows] = 0.0
+            self.register_buffer(f"trainable_rows_{name}", paddle.to_tensor(keep), persistable=False)
+            self.table.weight.register_hook(lambda grad, k=getattr(self, f"trainable_rows_{name}"): grad * k)
+
     def global_ids(self, batch):
         """[B, W] rows of the fused table for the batch's sparse ids and padded sequences."""
         parts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]

@@ -17,6 +17,10 @@ hyper_parameters:
     logq_correction     subtract log(sampling probability) from each candidate's logit
     retrieval.index     flat (exact inner product) | hnsw (also reports its recall vs exact)
     retrieval.hnsw_m, retrieval.hnsw_ef_search, retrieval.top_k (list of K)
+    pretrained_item_embedding   optional .npy [items, embed_dim] of pretrained item-id embeddings,
+                        with the items' raw ids one per line in the .txt of the same name (e.g.
+                        datasets/movielens/make_pretrained_vectors.py --dim <embed_dim>)
+    freeze_pretrained   true: those rows stay fixed; false: they are fine-tuned
 """
 import json
 import os
@@ -34,6 +38,31 @@ from models.common.sampling import NegativeSampler
 from models.common.spec import Param, SpecError, positive_int, positive_ints
 
 HP = "hyper_parameters"
+
+
+def load_pretrained_items(embedding, info, config):
+    """Item-id rows from ``hyper_parameters.pretrained_item_embedding`` (raw ids in the .txt beside
+    it, mapped through the data set's ``item_raw_id``); items it lacks keep their random rows."""
+    key = f"{HP}.pretrained_item_embedding"
+    path = config.get(key)
+    ids_path = os.path.splitext(path)[0] + ".txt"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        raw_ids = np.loadtxt(ids_path, dtype=np.int64, ndmin=1)
+    except (OSError, ValueError) as error:
+        raise SpecError(f"{key}: cannot read {path} and its ids {ids_path} ({error})") from None
+    if vectors.ndim != 2 or len(vectors) != len(raw_ids) or not np.isfinite(vectors).all():
+        raise SpecError(f"{key}: {path} must hold finite vectors, one per id of {ids_path} "
+                        f"({len(raw_ids)} ids, array {vectors.shape})")
+    if vectors.shape[1] != embedding.dim:
+        raise SpecError(f"{key}: vectors of {vectors.shape[1]} values, but {HP}.embed_dim is {embedding.dim}")
+    encoded = {raw: code for code, raw in enumerate(info["item_raw_id"])}
+    known = np.array([raw in encoded for raw in raw_ids.tolist()], dtype=bool)
+    codes = np.array([encoded[raw] for raw in raw_ids[known].tolist()], dtype=np.int64)
+    embedding.load_rows("item_id", codes, vectors[known], freeze=config.get(f"{HP}.freeze_pretrained"))
+    print(f"{key}: {len(codes)} of {len(info['item_raw_id'])} item ids initialised from {path} "
+          f"({'frozen' if config.get(f'{HP}.freeze_pretrained') else 'fine-tuned'}; {int((~known).sum())} "
+          f"ids of the file are not in the data set)", flush=True)
 
 
 class MatchingDygraphModel(BaseDygraphModel):
@@ -68,6 +97,8 @@ class MatchingDygraphModel(BaseDygraphModel):
             f"{HP}.retrieval.hnsw_m": positive_int(required=False, default=32),
             f"{HP}.retrieval.hnsw_ef_search": positive_int(required=False, default=128),
             f"{HP}.retrieval.top_k": positive_ints(required=False, default=[10, 50, 100]),
+            f"{HP}.pretrained_item_embedding": Param(str, required=False),
+            f"{HP}.freeze_pretrained": Param(bool, required=False, default=False),
         })
         return spec
 
@@ -91,6 +122,8 @@ class MatchingDygraphModel(BaseDygraphModel):
     def create_model(self, config):
         info = dataset_info(config)
         embedding = FeatureEmbedding(embedded_features(config))
+        if config.get(f"{HP}.pretrained_item_embedding"):
+            load_pretrained_items(embedding, info, config)
         user_tower, item_tower = self.build_towers(embedding, config)
         if user_tower.output_dim != item_tower.output_dim:
             raise SpecError(f"the user tower's output size ({user_tower.output_dim}) differs from the item "
