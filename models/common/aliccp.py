@@ -11,7 +11,7 @@ click and purchase are labels only: nothing derived from them is a feature.
 """
 from models.common.data import FieldPairParser
 from models.common.features import Label, Schema, SequenceFeature
-from models.common.spec import Param, positive_int
+from models.common.spec import Param, SpecError, positive_int
 
 FIELDS = ["101", "109_14", "110_14", "127_14", "150_14", "121", "122", "124", "125", "126", "127", "128",
           "129", "205", "206", "207", "210", "216", "508", "509", "702", "853", "301"]
@@ -33,6 +33,9 @@ def max_len(config, field):
 
 
 def schema(config):
+    for key in REQUIRED:
+        if config.get(key) is None:
+            raise SpecError(f"required key '{key}' is missing (Ali-CCP data)")
     vocab = config.get("hyper_parameters.sparse_feature_number")
     dim = config.get("hyper_parameters.sparse_feature_dim")
     features = [Label(name) for name in LABELS]

@@ -278,3 +278,29 @@ class Towers(nn.Layer):
             y = tower(x)
             out[task.name] = F.sigmoid(y) if task.type == "binary" else y
         return out
+
+
+def reader_schema(config):
+    """The schema of the reader a config names (``runner.train_reader_path``: a module in the
+    model folder with ``schema(config)``), for models that read several data sets (MMoE on
+    Census or Ali-CCP)."""
+    import importlib
+    import os
+
+    path = config.get("runner.train_reader_path")
+    name = os.path.splitext(os.path.basename(path))[0]
+    module = importlib.import_module(name)
+    if not hasattr(module, "schema"):
+        raise SpecError(f"'runner.train_reader_path': {name} declares no schema(config)")
+    return module.schema(config)
+
+
+def check_task_labels(tasks, schema):
+    """Every task's label is a label of the data; SpecError naming the task otherwise."""
+    declared = [f.name for f in schema.labels]
+    for i, t in enumerate(tasks):
+        if t.label not in declared:
+            raise SpecError(f"'{TASKS}[{i}].label': {t.label!r} is not a label of this data set "
+                            f"(labels: {', '.join(declared)})")
+        if t.type == "binary" and schema[t.label].values not in ([0.0, 1.0],):
+            raise SpecError(f"'{TASKS}[{i}].type': binary, but label {t.label!r} is not 0/1")
