@@ -44,5 +44,9 @@ def schema(config):
     return Schema(labels + [DenseFeature(FEATURES, feature_dim(config))])
 
 
-def parser():
-    return ColumnarCSVParser({FEATURES: "hyper_parameters.feature_dim"})
+def parser(config=None):
+    keys = {FEATURES: "hyper_parameters.feature_dim"}
+    if config is not None:
+        for i, t in enumerate(parse_tasks(config.get("hyper_parameters.tasks"))):
+            keys.setdefault(t.label, f"hyper_parameters.tasks[{i}].label")
+    return ColumnarCSVParser(keys)

@@ -444,7 +444,7 @@ class ColumnarCSVParser:
     signature = "columnar-csv:1"
 
     def __init__(self, width_keys=None):
-        self.width_keys = dict(width_keys or {})  # column -> config key that sets its width (for errors)
+        self.width_keys = dict(width_keys or {})  # column -> config key that declares it (for errors)
 
     def read(self, path, schema, skip_bad_lines=False):
         header, positions, done = None, None, 0
@@ -473,8 +473,8 @@ class ColumnarCSVParser:
         for name, slot in schema.slots.items():
             if slot.width is None:
                 if name not in index:
-                    raise DataFormatError(f"{path}, line 1: the header has no column {name!r} "
-                                          f"(declared by the reader's schema)")
+                    raise DataFormatError(f"{path}, line 1: the header has no column {name!r} (declared by "
+                                          f"{width_keys.get(name, 'the reader' + chr(39) + 's schema')})")
                 out[name] = (None, [index[name]])
             else:
                 cols = [i for i, h in enumerate(header) if h.startswith(name + ":")]

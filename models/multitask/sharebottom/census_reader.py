@@ -9,4 +9,4 @@ schema = census.schema
 
 class RecDataset(CachedDataset):
     def __init__(self, file_list, config):
-        super().__init__(file_list, config, census.schema(config), census.parser())
+        super().__init__(file_list, config, census.schema(config), census.parser(config))
