@@ -327,16 +327,12 @@ class FieldPairParser:
                            f"{self.fields}", skip_bad_lines, bad_lines)
         field = self.order[where]
         # Numbers: blank out the sample id, field names, separators and bad lines; parse the rest.
-        mask = np.zeros(len(a) + 1, dtype=np.int8)
         id_token = (position == 0) & good[token_line]
-        np.add.at(mask, starts[id_token], 1)
-        np.add.at(mask, ends[id_token], -1)
-        np.add.at(mask, p_start, 1)
-        np.add.at(mask, colon_at[pair] + 1, -1)
-        for line in np.flatnonzero(~good):
-            mask[line_start[line]] += 1
-            mask[newline[line]] -= 1
-        blank = np.cumsum(mask[:-1]).astype(bool)
+        bad_rows = np.flatnonzero(~good)
+        opens = np.concatenate([starts[id_token], p_start, line_start[bad_rows]])
+        closes = np.concatenate([ends[id_token], colon_at[pair] + 1, newline[bad_rows]])
+        mask = (np.bincount(opens, minlength=len(a) + 1) - np.bincount(closes, minlength=len(a) + 1))
+        blank = np.cumsum(mask[:-1]) > 0
         b = a.copy()
         b[blank] = 32
         b[comma] = 32
