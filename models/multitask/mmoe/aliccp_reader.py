@@ -5,6 +5,8 @@ from models.common import aliccp
 from models.common.data import CachedDataset
 
 schema = aliccp.schema
+# tools/benchmark.py --baseline: PaddleRec's line-by-line ESMM reader of the same files
+PADDLEREC_FORMAT, FIELDS, LABELS = "aliccp", aliccp.FIELDS, aliccp.LABELS
 
 
 class RecDataset(CachedDataset):
