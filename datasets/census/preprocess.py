@@ -125,12 +125,18 @@ def transform(frame, stats, categories):
     return np.concatenate(parts, axis=1)
 
 
-def write_csv(path, label_frame, features, names):
-    frame = pd.DataFrame(features, columns=names)
-    frame.insert(0, "marital", label_frame["marital"].to_numpy())
-    frame.insert(0, "income", label_frame["income"].to_numpy())
+def write_csv(path, part, stats, categories, names, chunk_rows=20000):
+    """Labels and features of ``part``, transformed and written ``chunk_rows`` rows at a time
+    (the full training split is 199,523 rows x ~500 columns: never one float matrix)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    frame.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        for start in range(0, max(len(part), 1), chunk_rows):
+            rows = part.iloc[start:start + chunk_rows]
+            y = labels(rows)
+            frame = pd.DataFrame(transform(rows, stats, categories), columns=names)
+            frame.insert(0, "marital", y["marital"].to_numpy())
+            frame.insert(0, "income", y["income"].to_numpy())
+            frame.to_csv(f, index=False, header=start == 0, float_format="%.6g", lineterminator="\n")
 
 
 def split(frame, seed, fraction):
@@ -171,8 +177,7 @@ def main(argv=None):
         counts = {}
         for name, part in (("train", train), ("test", test)):
             y = labels(part)
-            write_csv(os.path.join(staging, f"{name}_data", f"census_{name}.csv"), y,
-                      transform(part, stats, categories), names)
+            write_csv(os.path.join(staging, f"{name}_data", f"census_{name}.csv"), part, stats, categories, names)
             counts[name] = {"rows": len(part), "income": int(y["income"].sum()), "marital": int(y["marital"].sum())}
         meta = {"feature_dim": len(names), "split": how, "counts": counts, "feature_names": names,
                 "numeric_mean_std": stats, "dropped": DROPPED}

@@ -87,3 +87,21 @@ def test_the_real_prefix_reproduces_the_shipped_sample(shared_data, tmp_path):
     counts = json.loads((tmp_path / "meta.json").read_text())["counts"]
     assert counts["train"]["rows"] == 1513 and counts["test"]["rows"] == 378
     assert np.isclose(pd.read_csv(tmp_path / "train_data" / "census_train.csv")["features:age"].mean(), 0, atol=1e-5)
+
+
+def test_chunked_writing_gives_the_same_bytes(tmp_path):
+    """preprocess.py transforms and writes in row chunks (bounded memory on the full file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("census_pp", os.path.join(REPO, "datasets", "census", "preprocess.py"))
+    pp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pp)
+    raw = tmp_path / "census-income.data"
+    raw.write_text("\n".join(raw_row(age=20 + i, weeks=i % 53, marital="Never married" if i % 3 else "Divorced",
+                                     income="50000+." if i % 7 == 0 else "- 50000.") for i in range(50)) + "\n")
+    frame = pp.read_raw(str(raw))
+    stats, categories, names = pp.fit(frame)
+    pp.write_csv(str(tmp_path / "one.csv"), frame, stats, categories, names)
+    pp.write_csv(str(tmp_path / "many.csv"), frame, stats, categories, names, chunk_rows=7)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "many.csv").read_bytes()
+    assert len(pd.read_csv(tmp_path / "many.csv")) == 50
