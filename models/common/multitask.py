@@ -23,7 +23,7 @@ import paddle.nn.functional as F
 
 from models.common.base_model import BaseDygraphModel
 from models.common.embedding import BagEmbedding
-from models.common.features import DenseFeature, Label, SequenceFeature, SparseFeature
+from models.common.features import DenseFeature, Label, SparseFeature
 from models.common.layers import MLP, ExpertBank
 from models.common.metrics import AUC, LogLoss, RunningAUC, to_numpy
 from models.common.spec import Param, SpecError
