@@ -20,7 +20,8 @@ sparse ids re-hashed per pass so the embedding table sees many rows) into a temp
   run), the figure that counts when data is memory-mapped (RSS also counts the mapped file's pages).
 
 ``--baseline`` also runs, in the same process and on the same files, a PaddleRec-style pipeline
-(line-by-line Python parsing of the slot format driven by the reader module's ``SLOTS``, one
+(line-by-line Python parsing of the slot format driven by the reader module's ``SLOTS`` - or, for
+a reader declaring ``PADDLEREC_FORMAT = "aliccp"``, PaddleRec's ESMM reader of field:id lists - one
 sample at a time from an IterableDataset, per-sample collation by paddle.io.DataLoader), trains
 a freshly initialised copy of the same network for the same steps and reports the speedups
 ours/baseline. The two pipelines alternate in ``--rounds`` chunks of steps, so that a change in
@@ -176,19 +177,24 @@ class Pipeline:
         return train, infer
 
 
-def make_baseline(ctx, dataset, slots, overrides=()):
+def make_baseline(ctx, dataset, slots, overrides=(), module=None):
     """The PaddleRec-style pipeline on the same files, or (None, reason it is skipped, None).
     ``overrides`` (key=value) apply to the baseline's copy of the config only, e.g. PaddleRec's
     own optimizer settings."""
     config = ctx.config.copy()
     config.apply_overrides(overrides, ctx.dygraph_model.open_sections)
-    if not slots:
-        return None, ("the reader module defines no SLOTS list, so there is no line-by-line "
-                      "slot-format reader to compare with"), None
     files = list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir")
     num_workers = config.get("runner.num_workers")
-    line_dataset = bm.LineByLineSlotDataset(files, slots)
-    adapter = bm.BatchAdapter(line_dataset, _first_rows(dataset, min(len(dataset), 4)))
+    module = module or _reader_module(type(dataset))
+    other = bm.paddlerec_line_reader(module, files, _first_rows(dataset, min(len(dataset), 4))) if module else None
+    if other is not None:  # a non-slot PaddleRec format (Ali-CCP's field:id lists)
+        line_dataset, adapter = other
+    elif not slots:
+        return None, ("the reader module defines no SLOTS list, so there is no line-by-line "
+                      "slot-format reader to compare with"), None
+    else:
+        line_dataset = bm.LineByLineSlotDataset(files, slots)
+        adapter = bm.BatchAdapter(line_dataset, _first_rows(dataset, min(len(dataset), 4)))
     if adapter.error:
         return None, adapter.error, None
 

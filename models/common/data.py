@@ -250,16 +250,16 @@ def split_columns(matrix, order):
     return columns
 
 
-def parse_delimited_block(raw, first_line, path, width, skip_bad_lines, delimiter=b",", names=None):
-    """Bytes of whole lines of ``width`` numbers separated by ``delimiter`` -> (float64 [rows,
-    width], line number of each row, number of skipped lines). Every line's field count is
-    checked in bulk with numpy; values are parsed by pandas' C parser; only a block holding a
-    value that is not a number is re-read to name its line. Blank lines are no rows. ``names``
-    (optional) names the fields in messages."""
+def parse_delimited_block(raw, first_line, path, width, skip_bad_lines, names=None, count_note=""):
+    """Bytes of whole lines of ``width`` comma-separated numbers -> (float64 [rows, width], line
+    number of each row, number of skipped lines). Every line's field count is checked in bulk
+    with numpy; values are parsed by pandas' C parser; only a block holding a value that is not a
+    number is re-read to name its line. Blank lines are no rows. ``names`` names the columns in
+    messages; ``count_note`` says where the expected count comes from."""
     a = np.frombuffer(raw, dtype=np.uint8)
     newline = np.flatnonzero(a == 10)
     line_of = lambda positions: np.searchsorted(newline, positions)  # noqa: E731
-    separators = np.bincount(line_of(np.flatnonzero(a == delimiter[0])), minlength=len(newline))
+    separators = np.bincount(line_of(np.flatnonzero(a == 44)), minlength=len(newline))
     visible = np.bincount(line_of(np.flatnonzero((a != 32) & (a != 9) & (a != 13) & (a != 10))),
                           minlength=len(newline))
     lines = np.flatnonzero(visible > 0)
@@ -268,15 +268,15 @@ def parse_delimited_block(raw, first_line, path, width, skip_bad_lines, delimite
     if not ok.all():
         bad = lines[~ok]
         if not skip_bad_lines:
-            raise DataFormatError(f"{path}, line {first_line + bad[0]}: expected {width} values separated by "
-                                  f"{delimiter.decode()!r}, found {separators[bad[0]] + 1}")
+            raise DataFormatError(f"{path}, line {first_line + bad[0]}: expected {width} comma-separated values"
+                                  f"{count_note}, found {separators[bad[0]] + 1}")
         skipped, lines = len(bad), lines[ok]
     if len(lines) != len(newline):
         text = raw.split(b"\n")
         raw = _join(text, lines)
-    matrix = _delimited_values(raw, width, delimiter)
+    matrix = _delimited_values(raw, width)
     if matrix is None:  # a value is not a number: find its line
-        frame = pd.read_csv(io.BytesIO(raw), sep=delimiter.decode(), header=None, names=range(width), dtype=str,
+        frame = pd.read_csv(io.BytesIO(raw), header=None, names=range(width), dtype=str,
                             keep_default_na=False, index_col=False, engine="c")
         cells = frame.apply(lambda c: c.str.strip())
         numeric = cells.apply(lambda c: c.str.match(_NUMBER.pattern)
@@ -287,21 +287,21 @@ def parse_delimited_block(raw, first_line, path, width, skip_bad_lines, delimite
         if not skip_bad_lines:
             row = bad_rows[0]
             field = int(np.flatnonzero(~numeric[row])[0])
-            what = f"field {field + 1}" + (f" ({names[field]})" if names else "")
+            what = f"column {names[field]!r}" if names else f"field {field + 1}"
             raise DataFormatError(f"{path}, line {first_line + lines[row]}: {what} has value "
                                   f"{cells.iat[row, field]!r}, expected a number")
         skipped += len(bad_rows)
         keep = np.setdiff1d(np.arange(len(lines)), bad_rows)
-        matrix = _delimited_values(_join(raw.split(b"\n"), keep), width, delimiter)
+        matrix = _delimited_values(_join(raw.split(b"\n"), keep), width)
         lines = lines[keep]
     return matrix, first_line + lines, skipped
 
 
-def _delimited_values(raw, width, delimiter):
+def _delimited_values(raw, width):
     if not raw.strip():
         return np.zeros((0, width))
     try:
-        frame = pd.read_csv(io.BytesIO(raw), sep=delimiter.decode(), header=None, names=range(width),
+        frame = pd.read_csv(io.BytesIO(raw), header=None, names=range(width),
                             dtype=np.float64, keep_default_na=False, na_values=_NAN_TEXTS, index_col=False,
                             engine="c")
     except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
@@ -345,6 +345,259 @@ class NumberRowsParser:
             block = np.asarray(array[start:start + step], dtype=np.float64)
             yield Chunk(split_columns(block, order), np.arange(start, start + len(block)) + 1, "row",
                         bytes_done=(start + len(block)) * width * array.dtype.itemsize)
+
+
+# ---- id,labels,field:feat,... (PaddleRec's Ali-CCP format) -------------------------------------
+class FieldPairParser:
+    """Lines ``<sample id>,<label 1>,...,<label k>,<field>:<id>,<field>:<id>,...`` (PaddleRec's
+    Ali-CCP format for ESMM: ``sample_id,click,buy,101:12,109_14:18,...``). Every ``field:id``
+    pair is kept - PaddleRec's reader drops the first pair of each line, this one does not. The
+    ids of a field, in line order, fill the sequence feature of that name (``max_len`` columns
+    and ``<field>_length``); an absent field has length 0. The sample id is not read.
+
+    Parsed in bulk with numpy over each chunk's bytes: per-line comma and colon counts (every pair
+    token has exactly one ``:``), field names (at most 8 bytes) packed into integers and looked
+    up, numbers by one ``np.fromstring`` call; a field not in the schema, more ids than a field's
+    ``max_len`` or a value that is not a number names the file and line. ``max_len_hint``
+    completes the too-many-ids message (which config key to raise)."""
+
+    def __init__(self, labels, fields, max_len_hint=""):
+        self.labels, self.fields = [str(x) for x in labels], [str(f) for f in fields]
+        self.signature = "field-pairs:1:" + ",".join(self.labels) + ";" + ",".join(self.fields)
+        self.max_len_hint = max_len_hint
+        codes = np.array([self._pack(f.encode()) for f in self.fields], dtype=np.uint64)
+        if any(len(f.encode()) > 8 or ":" in f or "," in f for f in self.fields) or len(set(codes)) != len(codes):
+            raise ValueError(f"field names must be distinct, at most 8 bytes, without ':' or ','; got {self.fields}")
+        self.order = np.argsort(codes)
+        self.codes = codes[self.order]
+
+    @staticmethod
+    def _pack(key):
+        return int.from_bytes(key.ljust(8, b"\0"), "little")
+
+    def read(self, path, schema, skip_bad_lines=False):
+        widths = {f: schema.slots[f].width for f in self.fields}
+        done = 0
+        for first_line, raw in iter_line_blocks(path):
+            done += len(raw)
+            columns, numbers, skipped = self._parse_block(raw, first_line, path, widths, skip_bad_lines)
+            yield Chunk(columns, numbers, "line", skipped, bytes_done=done)
+
+    def _fail(self, path, line, message, skip_bad_lines, bad_lines):
+        if not skip_bad_lines:
+            raise DataFormatError(f"{path}, line {line}: {message}")
+        bad_lines.add(line)
+
+    def _parse_block(self, raw, first_line, path, widths, skip_bad_lines):
+        a = np.frombuffer(raw, dtype=np.uint8)
+        newline = np.flatnonzero(a == 10)
+        n_lines = len(newline)
+        line_of = lambda positions: np.searchsorted(newline, positions)  # noqa: E731
+        comma, colon = np.flatnonzero(a == 44), np.flatnonzero(a == 58)
+        visible = np.bincount(line_of(np.flatnonzero((a != 32) & (a != 9) & (a != 13) & (a != 10))),
+                              minlength=n_lines)
+        commas = np.bincount(line_of(comma), minlength=n_lines)
+        colons = np.bincount(line_of(colon), minlength=n_lines)
+        k = len(self.labels)
+        # Token boundaries: a token starts after a comma (or at the line start).
+        line_start = np.r_[0, newline[:-1] + 1]
+        starts = np.sort(np.r_[line_start, comma + 1])
+        ends = np.sort(np.r_[newline, comma])  # each start's token ends at the next comma/newline
+        token_line = line_of(starts)
+        first_token = np.cumsum(np.bincount(token_line, minlength=n_lines)) - (commas + 1)
+        position = np.arange(len(starts)) - first_token[token_line]
+        colon_token = np.searchsorted(starts, colon, side="right") - 1
+        colons_in = np.bincount(colon_token, minlength=len(starts))
+        # Blank lines are no rows; every other line: k labels, pairs with one ':' each, a value.
+        is_pair = position > k
+        bad_token = (is_pair & (colons_in != 1)) | (~is_pair & (colons_in != 0))
+        colon_at = np.full(len(starts), -1, dtype=np.int64)
+        colon_at[colon_token] = colon
+        key_len = colon_at - starts
+        bad_token |= is_pair & ((key_len < 1) | (key_len > 8) | (ends - colon_at < 2))
+        bad_line = np.bincount(token_line[bad_token], minlength=n_lines) > 0
+        bad_line |= (commas < k) | (colons != np.maximum(commas - k, 0))
+        rows = visible > 0
+        skipped, bad_lines = 0, set()
+        for line in np.flatnonzero(rows & bad_line)[:1 if not skip_bad_lines else None]:
+            text = raw[line_start[line]:newline[line]].decode("utf-8", errors="replace").strip()
+            self._fail(path, first_line + line, self._describe(text) or "malformed line", skip_bad_lines, bad_lines)
+        # Field names -> field index (pairs of good lines only).
+        good = rows & ~bad_line
+        pair = is_pair & good[token_line]
+        p_start, p_len = starts[pair], key_len[pair]
+        offsets = np.arange(8)
+        gather = np.minimum(p_start[:, None] + offsets, len(a) - 1)
+        key_bytes = np.where(offsets < p_len[:, None], a[gather], 0).astype(np.uint8)
+        keys = np.ascontiguousarray(key_bytes).view("<u8").reshape(-1)
+        where = np.minimum(np.searchsorted(self.codes, keys), len(self.codes) - 1)
+        known = self.codes[where] == keys
+        pair_line = token_line[pair]
+        if not known.all():
+            for i in np.flatnonzero(~known)[:1 if not skip_bad_lines else None]:
+                name = bytes(key_bytes[i][:p_len[i]]).decode("utf-8", errors="replace")
+                self._fail(path, first_line + pair_line[i], f"field {name!r} is not one of the declared fields "
+                           f"{self.fields}", skip_bad_lines, bad_lines)
+        field = self.order[where]
+        # Numbers: blank out the sample id, field names, separators and bad lines; parse the rest.
+        id_token = (position == 0) & good[token_line]
+        bad_rows = np.flatnonzero(~good)
+        opens = np.concatenate([starts[id_token], p_start, line_start[bad_rows]])
+        closes = np.concatenate([ends[id_token], colon_at[pair] + 1, newline[bad_rows]])
+        mask = (np.bincount(opens, minlength=len(a) + 1) - np.bincount(closes, minlength=len(a) + 1))
+        blank = np.cumsum(mask[:-1]) > 0
+        b = a.copy()
+        b[blank] = 32
+        b[comma] = 32
+        numbers = self._numbers(b)
+        expected = int((commas[good] + 1 - 1).sum())  # every token but the sample id
+        if numbers is None or len(numbers) != expected:
+            # A value is not a number: name the first such line (slow path, lines of this chunk only).
+            for line in np.flatnonzero(good):
+                text = raw[line_start[line]:newline[line]].decode("utf-8", errors="replace").strip()
+                problem = self._describe(text)
+                if problem:
+                    self._fail(path, first_line + line, problem, skip_bad_lines, bad_lines)
+            if not bad_lines:
+                raise DataFormatError(f"{path}, lines {first_line}-{first_line + n_lines - 1}: could not be parsed")
+            return self._retry(raw, first_line, path, widths, bad_lines)
+        if bad_lines:
+            return self._retry(raw, first_line, path, widths, bad_lines)
+        row_lines = np.flatnonzero(good)
+        n = len(row_lines)
+        row_of_line = np.full(n_lines, -1, dtype=np.int64)
+        row_of_line[row_lines] = np.arange(n)
+        per_row = commas[row_lines]  # tokens after the sample id
+        row_start = np.cumsum(per_row) - per_row
+        columns = {label: numbers[row_start + j] for j, label in enumerate(self.labels)}
+        pair_rank_in_row = position[pair] - (k + 1)
+        pair_row = row_of_line[pair_line]
+        values = numbers[row_start[pair_row] + k + pair_rank_in_row]
+        order = np.lexsort((pair_rank_in_row, field, pair_row))
+        fr = pair_row[order] * len(self.fields) + field[order]
+        group_start = np.r_[0, np.flatnonzero(fr[1:] != fr[:-1]) + 1]
+        sizes = np.diff(np.r_[group_start, len(fr)])
+        rank = np.arange(len(fr)) - np.repeat(group_start, sizes)
+        counts = np.bincount(fr, minlength=n * len(self.fields)).reshape(n, len(self.fields))
+        for j, name in enumerate(self.fields):
+            width = widths[name] or 1
+            over = counts[:, j] > width
+            if over.any():
+                r = int(np.flatnonzero(over)[0])
+                message = (f"field {name!r} has {counts[r, j]} ids, more than its max_len {width}"
+                           f"{self.max_len_hint}")
+                if not skip_bad_lines:
+                    raise DataFormatError(f"{path}, line {first_line + row_lines[r]}: {message}")
+                return self._retry(raw, first_line, path, widths,
+                                   {first_line + row_lines[i] for i in np.flatnonzero(over)})
+        for j, name in enumerate(self.fields):
+            width = widths[name] or 1
+            sel = field[order] == j
+            matrix = np.zeros((n, width), dtype=np.float64)
+            matrix[pair_row[order][sel], rank[sel]] = values[order][sel]
+            columns[name] = matrix if widths[name] else matrix[:, 0]
+            columns[f"{name}_length"] = counts[:, j]
+        return columns, first_line + row_lines, skipped
+
+    def _retry(self, raw, first_line, path, widths, bad_lines):
+        """Parse the chunk again with the bad lines blanked (skip_bad_lines)."""
+        text = raw.split(b"\n")
+        for line in bad_lines:
+            text[line - first_line] = b""
+        columns, numbers, skipped = self._parse_block(b"\n".join(text), first_line, path, widths, True)
+        return columns, numbers, skipped + len(bad_lines)
+
+    @staticmethod
+    def _numbers(b):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            try:
+                return np.fromstring(b.tobytes(), sep=" ")
+            except (ValueError, DeprecationWarning):
+                return None
+
+    def _describe(self, line):
+        """Why one line is malformed (slow path, for lines already known to be bad)."""
+        tokens = line.split(",")
+        k = len(self.labels)
+        if len(tokens) < k + 1:
+            return f"expected '<sample id>,{','.join(self.labels)},<field>:<id>,...', found {len(tokens)} fields"
+        for j, label in enumerate(self.labels, start=1):
+            value = tokens[j].strip()
+            if not _NUMBER.match(value):
+                return f"field {j + 1} ({label}) is {value!r}, expected a number"
+        for j, token in enumerate(tokens[k + 1:], start=k + 2):
+            key, sep, value = token.strip().partition(":")
+            if not sep or not key or ":" in value or not value:
+                return f"field {j} is {token!r}, expected '<field>:<id>'"
+            if not _NUMBER.match(value.strip()):
+                return f"field {j} ({key}) has value {value!r}, expected an integer id"
+        return None
+
+
+# ---- columnar CSV ---------------------------------------------------------------------------------
+class ColumnarCSVParser:
+    """CSV with a header row naming the schema's columns, numbers only, one row per line: a scalar
+    feature or label ``x`` is the column ``x``; a vector feature ``v`` of width d (a dense vector,
+    or a sequence's ``max_len`` padded ids) is the d columns whose names start with ``v:`` (in
+    file order; the rest of the name is free, e.g. ``census:education=Bachelors``); a sequence's
+    length is the column ``<name>_length``. Columns the schema does not declare are ignored
+    (e.g. a label no configured task uses).
+
+    Parsed in bulk: each line's comma count is checked with numpy (a short or long row names its
+    line), values by pandas' C parser; only a chunk where a value is not a number is re-read to
+    name the line. Errors name the file and line (the header is line 1)."""
+
+    signature = "columnar-csv:1"
+
+    def __init__(self, width_keys=None):
+        self.width_keys = dict(width_keys or {})  # column -> config key that declares it (for errors)
+
+    def read(self, path, schema, skip_bad_lines=False):
+        header, positions, done = None, None, 0
+        for first_line, raw in iter_line_blocks(path):
+            done += len(raw)
+            if header is None:
+                cut = raw.find(b"\n") + 1
+                header = [h.strip() for h in raw[:cut].decode("utf-8", errors="replace").strip().split(",")]
+                positions = self._positions(path, header, schema, self.width_keys)
+                raw, first_line = raw[cut:], first_line + 1
+            matrix, numbers, skipped = self._parse_block(raw, first_line, path, header, skip_bad_lines)
+            columns = {name: matrix[:, cols[0]] if width is None else matrix[:, cols]
+                       for name, (width, cols) in positions.items()}
+            yield Chunk(columns, numbers, "line", skipped, bytes_done=done)
+        if header is None:
+            raise DataFormatError(f"{path}, line 1: empty file, expected a header row naming the columns")
+
+    @staticmethod
+    def _positions(path, header, schema, width_keys):
+        """{schema column: (width, [header indices])}; errors name the missing or extra columns."""
+        if len(set(header)) != len(header):
+            twice = sorted({h for h in header if header.count(h) > 1})
+            raise DataFormatError(f"{path}, line 1: column(s) {twice} appear more than once in the header")
+        index = {h: i for i, h in enumerate(header)}
+        out = {}
+        for name, slot in schema.slots.items():
+            if slot.width is None:
+                if name not in index:
+                    raise DataFormatError(f"{path}, line 1: the header has no column {name!r} (declared by "
+                                          f"{width_keys.get(name, 'the reader' + chr(39) + 's schema')})")
+                out[name] = (None, [index[name]])
+            else:
+                cols = [i for i, h in enumerate(header) if h.startswith(name + ":")]
+                if len(cols) != slot.width:
+                    raise DataFormatError(f"{path}, line 1: the header has {len(cols)} columns '{name}:...', "
+                                          f"the schema declares {name} with width {slot.width}"
+                                          + (f" ({width_keys[name]})" if name in width_keys else ""))
+                out[name] = (slot.width, cols)
+        return out
+
+    @staticmethod
+    def _parse_block(raw, first_line, path, header, skip_bad_lines):
+        return parse_delimited_block(raw, first_line, path, len(header), skip_bad_lines, names=header,
+                                     count_note=" (as the header)")
 
 
 # ---- the columnar cache -----------------------------------------------------------------------

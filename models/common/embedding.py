@@ -208,3 +208,62 @@ class FeatureEmbedding(nn.Layer):
 
     def forward(self, batch):
         return self.pool(self.lookup(self.global_ids(batch)), batch)
+
+
+class BagEmbedding(FeatureEmbedding):
+    """Like ``FeatureEmbedding`` (same fused table, offsets and initialisation), for many
+    variable-length fields of very different ``max_len`` (Ali-CCP: 23 fields, from one id to
+    several hundred): only the ids a row really has are looked up and pooled (segment sums over
+    the valid positions), instead of padding every sequence to the longest ``max_len``.
+    forward(batch) -> [B, F, dim], the fields in declaration order (sparse, then sequences);
+    an empty sequence pools to zeros."""
+
+    def __init__(self, features, dim=None, sparse=False, init=("normal", None)):
+        super().__init__(features, dim=dim, sparse=sparse, init=init)
+        offsets, widths, field = [], [], []
+        base = {}
+        owners = self.offsets.numpy()
+        # The parent's offsets: one per sparse column, then max_len per sequence; pick one per feature.
+        position = 0
+        for f in self.sparse_features:
+            base[f.name] = int(owners[position])
+            position += 1
+        for f in self.sequence_features:
+            base[f.name] = int(owners[position])
+            position += self.max_len
+        for index, f in enumerate(self.sparse_features + self.sequence_features):
+            width = 1 if f in self.sparse_features else f.max_len
+            offsets.extend([base[f.name]] * width)
+            field.extend([index] * width)
+            widths.append(width)
+        self.num_fields = len(widths)
+        self.register_buffer("bag_offsets", paddle.to_tensor(np.array(offsets, dtype="int64")), persistable=False)
+        self.register_buffer("bag_field", paddle.to_tensor(np.array(field, dtype="int64")), persistable=False)
+        self.register_buffer("bag_position", paddle.to_tensor(np.concatenate(
+            [np.arange(w) for w in widths]).astype("int64")), persistable=False)
+        self.mean = [False] * len(self.sparse_features) + [f.pooling == "mean" for f in self.sequence_features]
+
+    def forward(self, batch):
+        parts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
+        parts += [batch[f.name] for f in self.sequence_features]
+        ids = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)  # [B, W]
+        rows = ids.shape[0]
+        lengths = [paddle.ones([rows, 1], dtype="int64")] * len(self.sparse_features)
+        lengths += [batch[f.length_name].reshape([-1, 1]).astype("int64") for f in self.sequence_features]
+        lengths = paddle.concat(lengths, axis=1)  # [B, F]
+        valid = self.bag_position.unsqueeze(0) < paddle.index_select(lengths, self.bag_field, axis=1)  # [B, W]
+        flat_ids = paddle.masked_select(ids + self.bag_offsets, valid)
+        segments = paddle.masked_select(
+            paddle.arange(rows, dtype="int64").unsqueeze(1) * self.num_fields + self.bag_field, valid)
+        if flat_ids.shape[0] == 0:
+            return paddle.zeros([rows, self.num_fields, self.dim], dtype=self.table.weight.dtype)
+        pooled = paddle.geometric.segment_sum(self.table(flat_ids), segments)  # [<= B*F, dim]
+        missing = rows * self.num_fields - pooled.shape[0]
+        if missing:  # trailing empty bags: segment_sum stops at the last id it saw
+            pooled = paddle.concat([pooled, paddle.zeros([missing, self.dim], dtype=pooled.dtype)], axis=0)
+        pooled = pooled.reshape([rows, self.num_fields, self.dim])
+        if any(self.mean):
+            keep = paddle.to_tensor(np.array(self.mean).reshape([1, -1, 1]))
+            divisor = paddle.clip(lengths.astype(pooled.dtype).unsqueeze(-1), min=1.0)
+            pooled = paddle.where(keep, pooled / divisor, pooled)
+        return pooled

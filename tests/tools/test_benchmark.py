@@ -211,3 +211,24 @@ def test_write_data_then_benchmark_it_with_in_memory_reference(tmp_path):
     assert result["in_memory"]["same_last_loss"]  # the same rows, model and seed: the same training
     assert len(result["mmap_vs_in_memory"]["train_rounds"]) == 2
     assert os.path.isdir(out / ".rec_cache")
+
+
+def test_paddlerec_esmm_baseline_matches_our_ali_ccp_reader(tmp_path):
+    """The Ali-CCP baseline (PaddleRec's ESMM reader, line by line) feeds the network the rows our
+    bulk reader produces, every field:id pair included."""
+    from tools.utils.config import load_config
+    from tools.utils.loading import load_module
+
+    esmm = os.path.join(REPO, "models", "multitask", "esmm")
+    module = load_module(os.path.join(esmm, "esmm_reader.py"))
+    config = load_config(os.path.join(esmm, "config.yaml"), [f"runner.data_cache_dir={tmp_path}"])
+    files = list_data_files(os.path.join(esmm, "data", "test"), "x")
+    ours = module.RecDataset(files, config)
+    line_dataset, adapter = bm.paddlerec_line_reader(module, files, ours.take(np.arange(4)))
+    assert adapter.error is None
+    loader = paddle.io.DataLoader(line_dataset, batch_size=16, drop_last=True)
+    for k, batch in enumerate(loader):
+        assert bm.batches_equal(ours.take(np.arange(16 * k, 16 * k + 16)), adapter(batch))
+        if k == 3:
+            break
+    assert bm.paddlerec_line_reader(_criteo_module(), files, {}) is None  # slot readers keep their baseline

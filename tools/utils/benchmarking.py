@@ -297,6 +297,88 @@ class LineByLineSlotDataset(paddle.io.IterableDataset):
                     yield [np.array(v).astype("int64" if name in sparse_names else "float32") for name, v in values]
 
 
+class LineByLineAliCCPDataset(paddle.io.IterableDataset):
+    """PaddleRec's dygraph ESMM reader (models/multitask/esmm/esmm_reader.py there), step for
+    step: read each line, split on ',', take click and purchase from columns 1 and 2, loop over
+    ``features[4:]`` (PaddleRec drops the first pair; kept here so that both pipelines see the
+    same ids) splitting each pair on ':' and appending int(id) to its field's list (dict
+    lookup), then cut or pad every field's list to ``max_len`` with 0, np.array(...).astype
+    each, yield the 23 field arrays + [click] + [purchase] for paddle's DataLoader to collate
+    sample by sample. ``max_len``: one width for every field (PaddleRec's config key; its
+    default 3 keeps 3 ids a field - here the largest of our per-field bounds, so nothing is cut)."""
+
+    def __init__(self, file_list, fields, labels, max_len):
+        super().__init__()
+        self.file_list, self.fields, self.labels, self.max_len = list(file_list), list(fields), list(labels), max_len
+        self.names = self.fields + self.labels
+
+    def __iter__(self):
+        field_index = {f: [False, i] for i, f in enumerate(self.fields)}
+        padding, max_len = 0, self.max_len
+        for path in self.file_list:
+            with open(path, "r") as f:
+                for line in f:
+                    features = line.strip().split(",")
+                    if features == [""]:
+                        continue
+                    click, buy = int(features[1]), int(features[2])
+                    output = [(field, []) for field in self.fields]
+                    for elem in features[3:]:
+                        field, feat = elem.strip().split(":")
+                        if field not in field_index:
+                            continue
+                        field_index[field][0] = True
+                        output[field_index[field][1]][1].append(int(feat))
+                    arrays = []
+                    for field in self.fields:
+                        field_index[field][0] = False
+                        ids = output[field_index[field][1]][1]
+                        if len(ids) > max_len:
+                            arrays.append(np.array(ids[:max_len]).astype("int64"))
+                        else:
+                            ids.extend([padding] * (max_len - len(ids)))
+                            arrays.append(np.array(ids).astype("int64"))
+                    arrays.append(np.array([click]).astype("int64"))
+                    arrays.append(np.array([buy]).astype("int64"))
+                    yield arrays
+
+
+class AliCCPBatchAdapter:
+    """A collated batch of LineByLineAliCCPDataset -> our reader's batch dict: each field's ids
+    cut to its own ``max_len`` and its length = the non-padding ids (PaddleRec's ids start at 1)."""
+
+    def __init__(self, dataset, reference):
+        self.error, self.plan = None, []
+        for i, field in enumerate(dataset.fields):
+            if field not in reference or f"{field}_length" not in reference:
+                self.error = f"column {field!r} of the line-by-line reader is no sequence column of ours"
+                return
+            self.plan.append((field, i, np.asarray(reference[field]).shape[1]))
+        self.labels = [(label, len(dataset.fields) + j, str(np.asarray(reference[label]).dtype))
+                       for j, label in enumerate(dataset.labels)]
+
+    def __call__(self, batch):
+        out = {}
+        for field, i, width in self.plan:
+            ids = batch[i][:, :width]
+            out[field] = ids
+            out[f"{field}_length"] = (ids != 0).astype("int64").sum(axis=1)
+        for label, i, dtype in self.labels:
+            out[label] = batch[i].reshape([-1]).astype(dtype)
+        return out
+
+
+def paddlerec_line_reader(module, file_list, reference):
+    """(dataset, adapter) of the PaddleRec-style line-by-line pipeline for a reader module that
+    declares ``PADDLEREC_FORMAT`` ("aliccp"), or None."""
+    if getattr(module, "PADDLEREC_FORMAT", None) != "aliccp":
+        return None
+    fields, labels = module.FIELDS, module.LABELS
+    max_len = max(int(np.asarray(reference[f]).shape[1]) for f in fields)
+    dataset = LineByLineAliCCPDataset(file_list, fields, labels, max_len)
+    return dataset, AliCCPBatchAdapter(dataset, reference)
+
+
 class BatchAdapter:
     """Turn a collated PaddleRec-style batch (one tensor [B, width] per slot name) into the batch
     dict our reader produces for the same rows, so the same DygraphModel can train on it: each

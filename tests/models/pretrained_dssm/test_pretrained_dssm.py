@@ -55,9 +55,10 @@ def test_text_and_npy_rows_read_the_same(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("1,0.5,-1,2", "line 2: expected 5 values separated by ',', found 4"),
-    ("1,0.5,-1,2,3,4", "line 2: expected 5 values separated by ',', found 6"),
-    ("1,0.5,abc,2,3", "line 2: field 3 (user_vector[1]) has value 'abc', expected a number"),
+    ("1,0.5,-1,2", "line 2: expected 5 comma-separated values, found 4"),
+    ("1,0.5,-1,2,3,4", "line 2: expected 5 comma-separated values, found 6"),
+    ("1,0.5,abc,2,3", "line 2: column 'user_vector[1]' has value 'abc', expected a number"),
+    ("1,0.5,,2,3", "line 2: column 'user_vector[1]' has value '', expected a number"),
     ("1,0.5,nan,2,3", "line 2: user_vector has value nan, expected a finite number"),
     ("1,0.5,1,inf,3", "line 2: item_vector has value inf, expected a finite number"),
     ("2,0.5,1,2,3", "line 2: label label has value 2, expected one of [0, 1]"),

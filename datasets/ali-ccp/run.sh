@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Ali-CCP -> PaddleRec's Ali-CCP format (sample_id,click,purchase,<field>:<id>,...) for ESMM / MMoE.
+#
+#   bash datasets/ali-ccp/run.sh                # download PaddleRec's preprocessed 10w files (BOS)
+#   bash datasets/ali-ccp/run.sh --raw DIR      # DIR: the raw Tianchi files sample_skeleton_{train,test}.csv +
+#                                               # common_features_{train,test}.csv (joined and remapped by
+#                                               # preprocess.py), or PaddleRec's traindata_10w.csv/testdata_10w.csv
+#   bash datasets/ali-ccp/run.sh --out DIR      # output parent folder (default: this folder)
+#
+# Output: <out>/train_data/, <out>/test_data/ (the folders models/multitask/esmm/config_bigdata.yaml
+# reads) and, for raw input, <out>/meta.json with sparse_feature_number.
+#
+# The raw Ali-CCP files (Tianchi data set 408) need a Tianchi login: download them by hand and
+# use --raw. Verification: no checksums are published; every row is checked while converting
+# (column count, feature_num against the features present, known common_feature_index, labels
+# 0/1, no purchase without a click); PaddleRec's files are checked to be non-empty, and their
+# first line to have the Ali-CCP format. SHA-256s of what was used are written to <out>/sources.sha256.
+#
+# Environment: PYTHON (default <repo>/.venv/bin/python, else python3), ALICCP_BASE_URL (mirror
+# of https://paddlerec.bj.bcebos.com/esmm).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+BASE="${ALICCP_BASE_URL:-https://paddlerec.bj.bcebos.com/esmm}"
+RAW=""
+OUT="$HERE"
+
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --raw) [ $# -ge 2 ] || die "--raw needs a folder"; RAW="$2"; shift 2 ;;
+    --raw=*) RAW="${1#--raw=}"; shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT="$2"; shift 2 ;;
+    --out=*) OUT="${1#--out=}"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument '$1'" ;;
+  esac
+done
+
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
+else PY=python3; fi
+
+sha256_of() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
+  else shasum -a 256 "$1" | cut -d' ' -f1; fi
+}
+
+# PaddleRec's preprocessed files: first line must look like id,0|1,0|1,<field>:<id>,...
+check_paddlerec_file() {
+  [ -s "$1" ] || die "$1 is empty or missing"
+  head -n 1 "$1" | grep -Eq '^[^,]+,[01],[01](,[0-9_]+:[0-9]+)*[[:space:]]*$' \
+    || die "$1, line 1: not in PaddleRec's Ali-CCP format (sample_id,click,purchase,<field>:<id>,...)"
+}
+
+install_paddlerec() {  # $1: folder with traindata_10w.csv and testdata_10w.csv
+  local f
+  for f in traindata_10w.csv testdata_10w.csv; do check_paddlerec_file "$1/$f"; done
+  mkdir -p "$OUT/train_data" "$OUT/test_data"
+  cp -f "$1/traindata_10w.csv" "$OUT/train_data/.traindata_10w.csv.part" && mv -f "$OUT/train_data/.traindata_10w.csv.part" "$OUT/train_data/traindata_10w.csv"
+  cp -f "$1/testdata_10w.csv" "$OUT/test_data/.testdata_10w.csv.part" && mv -f "$OUT/test_data/.testdata_10w.csv.part" "$OUT/test_data/testdata_10w.csv"
+  { for f in traindata_10w.csv testdata_10w.csv; do echo "$(sha256_of "$1/$f")  $f"; done; } > "$OUT/sources.sha256"
+  echo "installed PaddleRec's preprocessed Ali-CCP files into $OUT/{train_data,test_data}"
+  echo "sparse_feature_number: 737946 (PaddleRec's vocabulary; models/multitask/esmm/config_bigdata.yaml)"
+}
+
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+if [ -z "$RAW" ]; then
+  RAW="$HERE/raw"
+  mkdir -p "$RAW"
+  for f in traindata_10w.csv testdata_10w.csv; do
+    if [ ! -s "$RAW/$f" ]; then
+      echo "downloading $BASE/$f"
+      if command -v curl >/dev/null 2>&1; then curl -fL --retry 5 -o "$RAW/$f.part" "$BASE/$f" || die "download of $f failed"
+      elif command -v wget >/dev/null 2>&1; then wget --tries=5 -O "$RAW/$f.part" "$BASE/$f" || die "download of $f failed"
+      else die "need curl or wget"; fi
+      mv -f "$RAW/$f.part" "$RAW/$f"
+    fi
+  done
+  install_paddlerec "$RAW"
+else
+  [ -d "$RAW" ] || die "--raw $RAW is not a folder"
+  RAW="$(cd "$RAW" && pwd)"
+  if [ -f "$RAW/sample_skeleton_train.csv" ]; then
+    for f in sample_skeleton_train.csv common_features_train.csv sample_skeleton_test.csv common_features_test.csv; do
+      [ -f "$RAW/$f" ] || die "$RAW has sample_skeleton_train.csv but no $f"
+    done
+    echo "joining and remapping the raw Ali-CCP files in $RAW -> $OUT with $PY"
+    "$PY" "$HERE/preprocess.py" --raw "$RAW" --out "$OUT"
+    { for f in sample_skeleton_train.csv common_features_train.csv sample_skeleton_test.csv common_features_test.csv; do
+        echo "$(sha256_of "$RAW/$f")  $f"; done; } > "$OUT/sources.sha256"
+  elif [ -f "$RAW/traindata_10w.csv" ]; then
+    install_paddlerec "$RAW"
+  else
+    die "$RAW holds neither the raw files (sample_skeleton_train.csv, ...) nor traindata_10w.csv/testdata_10w.csv"
+  fi
+fi

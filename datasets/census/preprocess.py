@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""UCI census-income (KDD) -> the columnar CSV the multi-task models read (models/common/census.py).
+
+    python datasets/census/preprocess.py --raw DIR --out OUT [--seed 2021] [--test-fraction 0.2]
+
+DIR holds ``census-income.data`` (and, for the official split, ``census-income.test``): 42
+comma+space separated fields per row, no header. Output:
+
+    OUT/train_data/census_train.csv, OUT/test_data/census_test.csv
+        header: income,marital,features:<name>,...   then one row per person
+    OUT/meta.json   feature_dim, feature names, numeric means/stds, row and label counts
+
+As the MMoE paper (Ma et al., KDD 2018) and PaddleRec use it: label ``income`` = income above
+50K ("50000+."), label ``marital`` = marital status "Never married"; the other columns are
+features - categoricals one-hot (categories seen in the training split, sorted; unseen ones in
+test are all-zero), the 7 continuous columns standardised with the training split's mean and
+standard deviation. The instance weight (column 25) is a survey sampling weight, not an
+attribute of the person (UCI: "should not be used in the classifiers"): it is dropped.
+Neither label nor anything computed from a label is a feature.
+
+Split: census-income.test when DIR has it (the official train/test files), else a seeded
+permutation of census-income.data (``--test-fraction`` to test). Every row must have 42 fields
+and known label values: an error names file and line. Outputs are written into a staging
+folder and renamed into place at the end, so a crash never leaves half output.
+"""
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = [
+    "age", "class of worker", "detailed industry recode", "detailed occupation recode", "education",
+    "wage per hour", "enroll in edu inst last wk", "marital stat", "major industry code",
+    "major occupation code", "race", "hispanic origin", "sex", "member of a labor union",
+    "reason for unemployment", "full or part time employment stat", "capital gains", "capital losses",
+    "dividends from stocks", "tax filer stat", "region of previous residence", "state of previous residence",
+    "detailed household and family stat", "detailed household summary in household", "instance weight",
+    "migration code-change in msa", "migration code-change in reg", "migration code-move within reg",
+    "live in this house 1 year ago", "migration prev res in sunbelt", "num persons worked for employer",
+    "family members under 18", "country of birth father", "country of birth mother", "country of birth self",
+    "citizenship", "own business or self employed", "fill inc questionnaire for veteran's admin",
+    "veterans benefits", "weeks worked in year", "year", "income"]
+NUMERIC = ["age", "wage per hour", "capital gains", "capital losses", "dividends from stocks",
+           "num persons worked for employer", "weeks worked in year"]
+DROPPED = ["instance weight"]
+LABEL_COLUMNS = {"income": "income", "marital": "marital stat"}
+INCOME_VALUES = {"- 50000.": 0, "50000+.": 1}
+NEVER_MARRIED = "Never married"
+FULL_ROWS = {"census-income.data": 199523, "census-income.test": 99762}
+
+
+class RawDataError(ValueError):
+    pass
+
+
+def read_raw(path):
+    """The raw file as a DataFrame of strings (42 named columns); a bad row names its line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    a = np.frombuffer(raw, dtype=np.uint8)
+    newline = np.flatnonzero(a == 10)
+    ends = np.r_[newline, len(a)] if (len(a) and a[-1] != 10) else newline
+    starts = np.r_[0, ends[:-1] + 1]
+    commas = np.bincount(np.searchsorted(ends, np.flatnonzero(a == 44)), minlength=len(ends))
+    visible = np.bincount(np.searchsorted(ends, np.flatnonzero(a > 32)), minlength=len(ends))
+    rows = np.flatnonzero(visible > 0)
+    bad = rows[commas[rows] != len(COLUMNS) - 1]
+    if len(bad):
+        raise RawDataError(f"{path}, line {bad[0] + 1}: expected {len(COLUMNS)} comma-separated fields, "
+                           f"found {commas[bad[0]] + 1}")
+    frame = pd.read_csv(io.BytesIO(raw), header=None, names=COLUMNS, dtype=str, sep=",", skipinitialspace=True,
+                        keep_default_na=False, skip_blank_lines=True, engine="c")
+    frame = frame.apply(lambda c: c.str.strip())
+    frame.index = rows + 1  # line numbers
+    income = frame["income"].map(INCOME_VALUES)
+    if income.isna().any():
+        line = income.index[income.isna().to_numpy()][0]
+        raise RawDataError(f"{path}, line {line}: income is {frame.at[line, 'income']!r}, "
+                           f"expected one of {sorted(INCOME_VALUES)}")
+    for name in NUMERIC:
+        values = pd.to_numeric(frame[name], errors="coerce")
+        if values.isna().any() or not np.isfinite(values.to_numpy()).all():
+            line = values.index[~np.isfinite(values.fillna(np.nan).to_numpy())][0]
+            raise RawDataError(f"{path}, line {line}: {name} is {frame.at[line, name]!r}, expected a number")
+    return frame
+
+
+def labels(frame):
+    return pd.DataFrame({"income": frame["income"].map(INCOME_VALUES).astype(np.int64),
+                         "marital": (frame["marital stat"] == NEVER_MARRIED).astype(np.int64)})
+
+
+def categorical_columns():
+    return [c for c in COLUMNS if c not in NUMERIC and c not in DROPPED and c not in ("income", "marital stat")]
+
+
+def fit(train):
+    """Feature layout and statistics from the training split only."""
+    stats = {c: (float(pd.to_numeric(train[c]).mean()), float(pd.to_numeric(train[c]).std(ddof=0)) or 1.0)
+             for c in NUMERIC}
+    categories = {c: sorted(train[c].unique().tolist()) for c in categorical_columns()}
+    names = [f"features:{c}" for c in NUMERIC] + [f"features:{c}={v}" for c in categorical_columns()
+                                                  for v in categories[c]]
+    for name in names:
+        if "," in name or "\n" in name:
+            raise RawDataError(f"feature name {name!r} cannot be a CSV header name")
+    return stats, categories, names
+
+
+def transform(frame, stats, categories):
+    """[rows, feature_dim] float matrix in the layout of ``fit``'s names."""
+    parts = [((pd.to_numeric(frame[c]).to_numpy(np.float64) - m) / s)[:, None] for c, (m, s) in stats.items()]
+    for c in categorical_columns():
+        codes = pd.Index(categories[c]).get_indexer(frame[c])  # -1: unseen in training
+        onehot = np.zeros((len(frame), len(categories[c])))
+        seen = codes >= 0
+        onehot[np.flatnonzero(seen), codes[seen]] = 1.0
+        parts.append(onehot)
+    return np.concatenate(parts, axis=1)
+
+
+def write_csv(path, part, stats, categories, names, chunk_rows=20000):
+    """Labels and features of ``part``, transformed and written ``chunk_rows`` rows at a time
+    (the full training split is 199,523 rows x ~500 columns: never one float matrix)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        for start in range(0, max(len(part), 1), chunk_rows):
+            rows = part.iloc[start:start + chunk_rows]
+            y = labels(rows)
+            frame = pd.DataFrame(transform(rows, stats, categories), columns=names)
+            frame.insert(0, "marital", y["marital"].to_numpy())
+            frame.insert(0, "income", y["income"].to_numpy())
+            frame.to_csv(f, index=False, header=start == 0, float_format="%.6g", lineterminator="\n")
+
+
+def split(frame, seed, fraction):
+    order = np.random.default_rng(seed).permutation(len(frame))
+    n_test = int(round(len(frame) * fraction))
+    return frame.iloc[np.sort(order[n_test:])], frame.iloc[np.sort(order[:n_test])]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", required=True, help="folder with census-income.data (and census-income.test)")
+    parser.add_argument("--out", required=True, help="output parent folder")
+    parser.add_argument("--seed", type=int, default=2021, help="split seed (without census-income.test)")
+    parser.add_argument("--test-fraction", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    data = os.path.join(args.raw, "census-income.data")
+    if not os.path.isfile(data):
+        print(f"preprocess.py: error: {data} does not exist", file=sys.stderr)
+        return 2
+    try:
+        frame = read_raw(data)
+        test_file = os.path.join(args.raw, "census-income.test")
+        if os.path.isfile(test_file):
+            train, test = frame, read_raw(test_file)
+            how = "official census-income.test"
+        else:
+            if not 0 < args.test_fraction < 1:
+                raise RawDataError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+            train, test = split(frame, args.seed, args.test_fraction)
+            how = f"seeded split of census-income.data (seed {args.seed}, test fraction {args.test_fraction})"
+        stats, categories, names = fit(train)
+    except RawDataError as error:
+        print(f"preprocess.py: error: {error}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=args.out, prefix=".census-")
+    try:
+        counts = {}
+        for name, part in (("train", train), ("test", test)):
+            y = labels(part)
+            write_csv(os.path.join(staging, f"{name}_data", f"census_{name}.csv"), part, stats, categories, names)
+            counts[name] = {"rows": len(part), "income": int(y["income"].sum()), "marital": int(y["marital"].sum())}
+        meta = {"feature_dim": len(names), "split": how, "counts": counts, "feature_names": names,
+                "numeric_mean_std": stats, "dropped": DROPPED}
+        with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+        for entry in ("train_data", "test_data", "meta.json"):
+            target = os.path.join(args.out, entry)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging, entry), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for name, c in counts.items():
+        print(f"{name}: {c['rows']} rows, income>50K: {c['income']}, never married: {c['marital']}")
+    print(f"split: {how}")
+    print(f"feature_dim: {len(names)}  (set -o hyper_parameters.feature_dim={len(names)} if your config differs)")
+    print(f"wrote {args.out}/train_data, {args.out}/test_data, {args.out}/meta.json")
+    for file, expected in FULL_ROWS.items():
+        got = counts["train"]["rows"] if file.endswith(".data") and how.startswith("official") else None
+        if got is not None and got != expected:
+            print(f"note: {file} has {got} rows, the full UCI file has {expected}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
