@@ -199,7 +199,9 @@ def warm_up(model, dm, start_rows, items, warm_sets, test, config, id_name="item
 
     def evaluate(stage):
         preds = predict(model, test, batch_size, rows, items, id_name)
-        results.append({"stage": stage, "auc": auc(test["label"], preds), "logloss": logloss(test["label"], preds)})
+        results.append({"stage": stage, "auc": auc(test["label"], preds), "logloss": logloss(test["label"], preds),
+                        "mean_pred": float(np.mean(preds)), "label_rate": float(np.mean(test["label"])),
+                        "logloss_recentred": recentred_logloss(test["label"], preds)})
 
     evaluate("cold")
     try:
@@ -223,6 +225,22 @@ def warm_up(model, dm, start_rows, items, warm_sets, test, config, id_name="item
         for p, flag in frozen:
             p.stop_gradient = flag
     return results, rows.detach().clone()
+
+
+def recentred_logloss(labels, preds):
+    """Diagnostic, not a method: the logloss after one logit offset that makes the mean predicted
+    CTR equal the test set's click rate (an oracle shift of the level; the ranking is unchanged).
+    Separates a wrong CTR level from a wrong ranking."""
+    p = np.clip(np.asarray(preds, np.float64), 1e-7, 1 - 1e-7)
+    logits, target = np.log(p / (1 - p)), float(np.mean(labels))
+    low, high = -20.0, 20.0
+    for _ in range(60):  # the mean of sigmoid(logits + b) increases with b: bisection
+        mid = 0.5 * (low + high)
+        if np.mean(1 / (1 + np.exp(-(logits + mid)))) < target:
+            low = mid
+        else:
+            high = mid
+    return logloss(labels, 1 / (1 + np.exp(-(logits + 0.5 * (low + high)))))
 
 
 # ---- one seed ---------------------------------------------------------------------------------
@@ -271,7 +289,7 @@ def with_changes(frame):
 
 def summarise(frame):
     """Mean and std (ddof=1; 0 for one seed) over seeds per stage x arm, in protocol order."""
-    values = ["auc", "logloss", "auc_change_pct", "logloss_change_pct"]
+    values = ["auc", "logloss", "auc_change_pct", "logloss_change_pct", "mean_pred", "logloss_recentred"]
     grouped = frame.groupby(["stage", "arm"], sort=False)[values]
     mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
     summary = mean.add_suffix("_mean").join(std.add_suffix("_std")).reset_index()
@@ -282,12 +300,13 @@ def summarise(frame):
 def format_table(summary):
     pm = lambda m, s, f: f"{m:{f}} +- {s:{f}}"  # noqa: E731
     lines = [f"{'stage':8s} {'arm':9s} {'AUC':>18s} {'logloss':>18s} {'AUC vs base-cold':>20s} "
-             f"{'logloss vs base-cold':>22s}"]
+             f"{'logloss vs base-cold':>22s} {'mean pCTR':>9s} {'recentred logloss':>17s}"]
     for r in summary.itertuples():
         lines.append(f"{r.stage:8s} {r.arm:9s} {pm(r.auc_mean, r.auc_std, '.4f'):>18s} "
                      f"{pm(r.logloss_mean, r.logloss_std, '.4f'):>18s} "
                      f"{pm(r.auc_change_pct_mean, r.auc_change_pct_std, '+.2f') + '%':>20s} "
-                     f"{pm(r.logloss_change_pct_mean, r.logloss_change_pct_std, '+.2f') + '%':>22s}")
+                     f"{pm(r.logloss_change_pct_mean, r.logloss_change_pct_std, '+.2f') + '%':>22s} "
+                     f"{r.mean_pred_mean:9.4f} {r.logloss_recentred_mean:17.4f}")
     return "\n".join(lines)
 
 
@@ -352,8 +371,9 @@ def infer_warmup(ctx, seeds=1):
     frame = with_changes(pd.DataFrame(records))
     summary = summarise(frame)
     table = format_table(summary)
-    print(f"\nMetaEmb cold-start + warm-up, {seeds} seed(s) (mean +- std; % change vs baseline-cold):\n{table}\n",
-          flush=True)
+    print(f"\nMetaEmb cold-start + warm-up, {seeds} seed(s) (mean +- std; % change vs baseline-cold; mean predicted "
+          f"CTR on the test set, whose click rate is {frame.label_rate.iat[0]:.4f}; recentred logloss: diagnostic, "
+          f"with the mean pCTR shifted to that rate):\n{table}\n", flush=True)
     write_atomic(os.path.join(output_dir, "warmup.csv"), lambda f: frame.to_csv(f, index=False, float_format="%.6f"))
     write_atomic(os.path.join(output_dir, "warmup_summary.csv"),
                  lambda f: summary.to_csv(f, index=False, float_format="%.6f"))

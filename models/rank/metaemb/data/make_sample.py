@@ -29,7 +29,7 @@ from datasets.movielens import preprocess_metaemb as pre  # noqa: E402
 from datasets.movielens.raw import ML100K_GENRES  # noqa: E402
 
 SEED = 20190721
-USERS, OLD_ITEMS, NEW_ITEMS, RARE_ITEMS = 400, 60, 120, 20
+USERS, OLD_ITEMS, NEW_ITEMS, RARE_ITEMS = 150, 150, 100, 20
 N_OLD, N_MIN, K = 40, 20, 5  # thresholds of this sample (sample config); ml-100k: 100, 40, 10
 DIM, NOISE, SCALE, BIAS = 6, 0.3, 2.5, 0.0
 WORDS = [f"w{i}" for i in range(60)]
