@@ -114,3 +114,22 @@ def test_ml100k_thresholds(shared_data, tmp_path):
     stats = pre.run(os.path.join(shared_data, "ml-100k"), str(tmp_path), 100, 40, 10, 2019)
     assert (stats["old_items"], stats["new_items"]) == (334, 362)
     assert stats["rows"]["pretrain"] == 64419 and stats["rows"]["warm_a"] == 3620 and stats["rows"]["test"] == 12600
+
+
+def test_ml1m_raw_layout(tmp_path):
+    """ml-1m's files (age and occupation as codes, '::' separators) go through the same split."""
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    ratings, users, items = toy([30, 21, 20, 10])
+    codes = [1, 18, 25, 35, 45, 50, 56]
+    (raw_dir / "ratings.dat").write_text("".join(f"{r.user_id}::{r.item_id}::{r.rating}::{r.timestamp}\n"
+                                                 for r in ratings.itertuples()))
+    (raw_dir / "users.dat").write_text("".join(f"{u.user_id}::{u.gender}::{codes[u.user_id % 7]}::{u.user_id % 21}::0\n"
+                                               for u in users.itertuples()))
+    (raw_dir / "movies.dat").write_text("".join(f"{i.item_id}::{i.title} (1995)::{'|'.join(i.genres)}\n"
+                                                for i in items.itertuples()), encoding="latin-1")
+    out = tmp_path / "out"
+    stats = pre.run(str(raw_dir), str(out), 20, 9, 3, 7)
+    assert (stats["old_items"], stats["new_items"]) == (2, 2)
+    with np.load(out / "pretrain" / "pretrain.npz") as data:
+        assert data["age"].max() <= 6 and data["occupation"].max() <= 20 and (data["year"] == 95).all()

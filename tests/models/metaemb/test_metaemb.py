@@ -179,3 +179,10 @@ def test_missing_set_named(trained, tmp_path):
     result = run_tool(SCRIPT, "-m", CONFIG, "-o", f"runner.model_save_path={trained}",
                       f"runner.warm_data_dir={tmp_path}", f"runner.infer_output_path={tmp_path / 'o'}")
     assert result.returncode == 2 and "runner.warm_data_dir" in result.stderr and "warm_a.npz" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config_ml100k.yaml", "config_bigdata.yaml"])
+def test_configs_load(name):
+    dm = load_dygraph_model(CONFIG)()
+    config = load_config(os.path.join(FOLDER, name), [], dm.open_sections, dm.required_keys, dm.full_config_spec())
+    assert config.get("runner.meta_data_dir").endswith("meta") and config.get("hyper_parameters.alpha") == 0.1
