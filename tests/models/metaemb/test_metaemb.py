@@ -186,3 +186,15 @@ def test_configs_load(name):
     dm = load_dygraph_model(CONFIG)()
     config = load_config(os.path.join(FOLDER, name), [], dm.open_sections, dm.required_keys, dm.full_config_spec())
     assert config.get("runner.meta_data_dir").endswith("meta") and config.get("hyper_parameters.alpha") == 0.1
+
+
+def test_sample_is_reproduced_by_its_script(tmp_path):
+    result = run_tool("models/rank/metaemb/data/make_sample.py", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    shipped = os.path.join(FOLDER, "data", "sample")
+    for folder, name in [("pretrain", "pretrain"), ("meta", "meta_a"), ("meta", "meta_d"), ("warm", "warm_c"),
+                         ("test", "test")]:
+        with np.load(os.path.join(shipped, folder, f"{name}.npz")) as a, \
+                np.load(os.path.join(tmp_path, folder, f"{name}.npz")) as b:
+            assert sorted(a.files) == sorted(b.files)
+            assert all(np.array_equal(a[k], b[k]) for k in a.files)
