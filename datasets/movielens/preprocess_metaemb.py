@@ -1,6 +1,6 @@
 """MovieLens -> the MetaEmb (Pan et al., SIGIR 2019) cold-start splits, as .npz files.
 
-    python datasets/movielens/preprocess_metaemb.py --raw DIR --out DIR [--n-old 100 --n-min 40 --k 10 --seed 2019]
+    python datasets/movielens/preprocess_metaemb.py --raw DIR --out DIR [--n-old N --n-min N_MIN --k K --seed 2019]
 
 DIR holds a raw ml-100k or ml-1m copy (read by datasets/movielens/raw.py). One row per rating:
 
@@ -19,8 +19,8 @@ new; the rest are dropped. Written under --out:
     test/test.npz              the remaining ratings of the new items (time order per item)
     meta.json                  thresholds, seed, row/item counts, vocabulary sizes
 
-The paper's ml-1m values are N=300, N_min=80, K=20; the defaults here (N=100, N_min=40, K=10) are
-for ml-100k (see models/rank/metaemb/readme.md). N_min >= 3K (every new item fills the three
+Default thresholds by data set: ml-1m the paper's N=300, N_min=80, K=20; ml-100k N=100, N_min=40,
+K=10 (see models/rank/metaemb/readme.md). N_min >= 3K (every new item fills the three
 warm-up batches and keeps test rows) and N >= 4K (every old item fills a-d) are checked.
 Deterministic given the raw files, the thresholds and --seed.
 """
@@ -46,6 +46,9 @@ COLUMNS = ["label", "item_id", "year", "title", "title_length", "genres", "genre
            "user_id", "age", "gender", "occupation"]
 META_SETS, WARM_SETS = ("a", "b", "c", "d"), ("a", "b", "c")
 _WORD = re.compile(r"[a-z0-9]+")
+
+
+DEFAULT_THRESHOLDS = {"ml-1m": (300, 80, 20), "ml-100k": (100, 40, 10)}  # (N, N_min, K)
 
 
 def check_thresholds(n_old, n_min, k):
@@ -171,7 +174,10 @@ def write(columns, splits, stats, out_dir, source=""):
         json.dump({"source": source, **stats, "smallest_vocab": vocab}, f, indent=1, sort_keys=True)
 
 
-def run(raw_dir, out_dir, n_old, n_min, k, seed, title_vocab=20001):
+def run(raw_dir, out_dir, n_old=None, n_min=None, k=None, seed=2019, title_vocab=20001):
+    """Thresholds left as None take the data set's defaults (DEFAULT_THRESHOLDS)."""
+    defaults = DEFAULT_THRESHOLDS[raw.detect(raw_dir)]
+    n_old, n_min, k = (d if v is None else v for v, d in zip((n_old, n_min, k), defaults))
     ratings, users, items = raw.load(raw_dir)
     columns = encode(ratings, users, items, title_vocab)
     splits, stats = split(columns, n_old, n_min, k, seed)
@@ -183,11 +189,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", required=True, help="folder with a raw ml-100k or ml-1m copy")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--n-old", type=int, default=100, help="N: items with more ratings are old (paper ml-1m: 300)")
-    parser.add_argument("--n-min", type=int, default=40, help="N_min: new items have more ratings than this, at most N "
-                        "(paper ml-1m: 80)")
-    parser.add_argument("--k", type=int, default=10, help="K: ratings per item in each generator / warm-up set "
-                        "(paper ml-1m: 20)")
+    parser.add_argument("--n-old", type=int, help="N: items with more ratings are old (default: ml-1m 300, ml-100k 100)")
+    parser.add_argument("--n-min", type=int, help="N_min: new items have more ratings than this, at most N "
+                        "(default: ml-1m 80, ml-100k 40)")
+    parser.add_argument("--k", type=int, help="K: ratings per item in each generator / warm-up set "
+                        "(default: ml-1m 20, ml-100k 10)")
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument("--title-vocab", type=int, default=20001, help="title word ids (0 = rare word)")
     args = parser.parse_args(argv)

@@ -111,7 +111,8 @@ def test_run_writes_files(tmp_path):
 
 
 def test_ml100k_thresholds(shared_data, tmp_path):
-    stats = pre.run(os.path.join(shared_data, "ml-100k"), str(tmp_path), 100, 40, 10, 2019)
+    stats = pre.run(os.path.join(shared_data, "ml-100k"), str(tmp_path))  # ml-100k's defaults: 100, 40, 10
+    assert (stats["n_old"], stats["n_min"], stats["k"], stats["seed"]) == (100, 40, 10, 2019)
     assert (stats["old_items"], stats["new_items"]) == (334, 362)
     assert stats["rows"]["pretrain"] == 64419 and stats["rows"]["warm_a"] == 3620 and stats["rows"]["test"] == 12600
 
