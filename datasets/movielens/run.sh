@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# MovieLens for the retrieval models (models/recall/*/config_bigdata.yaml).
+# MovieLens for the retrieval models (models/recall/*/config_bigdata.yaml), MetaEmb
+# (models/rank/metaemb) and the pretrained-vector two-tower model (models/recall/pretrained_dssm).
 #
 #   bash datasets/movielens/run.sh                        download ml-1m, verify, unpack, preprocess
 #   bash datasets/movielens/run.sh --dataset ml-100k      the same for ml-100k
 #   bash datasets/movielens/run.sh --raw DIR              preprocess a raw copy you already have
 #                                                         (ml-100k: u.data ...; ml-1m: ratings.dat ...)
-#   options: --out DIR (default: data/<ml-1m|ml-100k> next to this script), --max-history N (50)
+#   options: --out DIR (default: data/<ml-1m|ml-100k> next to this script), --max-history N (50),
+#            --steps "retrieval metaemb pretrained" (the preprocessing steps to run; default: all)
 #
 # Result: OUT/retrieval/{train/train.txt, test/test.txt, dataset.json} (leave-last-out by time,
-# see preprocess_retrieval.py). Every preprocessing step in STEPS runs on the same raw copy; a
+# see preprocess_retrieval.py), OUT/metaemb/ (old/new item splits, preprocess_metaemb.py) and
+# OUT/pretrained/ (vectors and pairs, make_pretrained_vectors.py). Every preprocessing step in STEPS runs on the same raw copy; a
 # step is a shell function preprocess_<name> RAW OUT (add one and list it in STEPS to extend).
 # The archives are checked against GroupLens' published MD5 (and size, where known) before
 # unpacking. MovieLens may not be redistributed: keep the data out of the repository.
@@ -22,9 +25,15 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x "$here/../../.venv/bin/python" ]; then PYTHON=$here/../../.venv/bin/python; else PYTHON=python3; fi
 fi
 
-STEPS="retrieval"
+STEPS="retrieval metaemb pretrained"
 preprocess_retrieval() {  # RAW OUT
     "$PYTHON" "$here/preprocess_retrieval.py" --raw "$1" --out "$2/retrieval" --max-history "$MAX_HISTORY"
+}
+preprocess_metaemb() {  # RAW OUT
+    "$PYTHON" "$here/preprocess_metaemb.py" --raw "$1" --out "$2/metaemb"
+}
+preprocess_pretrained() {  # RAW OUT
+    "$PYTHON" "$here/make_pretrained_vectors.py" --raw "$1" --out "$2/pretrained"
 }
 
 DATASET=ml-1m RAW="" OUT="" MAX_HISTORY=50
@@ -35,7 +44,11 @@ while [ $# -gt 0 ]; do
                RAW=$(absolute "$2"); shift 2 ;;
         --out) OUT=$(absolute "${2:?--out needs a folder}"); shift 2 ;;
         --max-history) MAX_HISTORY=${2:?--max-history needs a number}; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --steps) for step in ${2:?--steps needs a list}; do
+                     declare -F "preprocess_$step" >/dev/null || { echo "--steps: unknown step $step (known: $STEPS)" >&2; exit 2; }
+                 done
+                 STEPS=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see run.sh --help)" >&2; exit 2 ;;
     esac
 done

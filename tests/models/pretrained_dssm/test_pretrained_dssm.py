@@ -273,3 +273,20 @@ def test_hnsw_finds_the_inner_product_neighbours_of_keys_with_unequal_norms():
     assert np.array_equal(exact[:, 0], np.argmax(queries @ keys.T, axis=1))
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall > 0.95, recall
+
+
+def test_movielens_run_sh_builds_the_vectors_step(tmp_path):
+    """datasets/movielens/run.sh --raw runs make_pretrained_vectors.py into OUT/pretrained (and
+    --steps picks steps; an unknown step is refused)."""
+    import subprocess
+
+    raw_dir = os.path.join(REPO, "datasets", "movielens", "sample", "raw")
+    run = lambda *a: subprocess.run(["bash", os.path.join(REPO, "datasets", "movielens", "run.sh"), *a],  # noqa: E731
+                                    capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    result = run("--raw", raw_dir, "--out", str(tmp_path), "--steps", "pretrained")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["pretrained"]
+    rows = np.load(tmp_path / "pretrained" / "train" / "part-0.npy")
+    assert rows.shape[1] == 1 + 2 * 128 and set(np.unique(rows[:, 0])) == {0.0, 1.0}
+    result = run("--raw", raw_dir, "--out", str(tmp_path), "--steps", "nonsense")
+    assert result.returncode == 2 and "unknown step nonsense" in result.stderr
