@@ -12,8 +12,10 @@ other rows' positives (an in-batch item equal to the row's own positive is maske
 a negative).
 
 Modes, on logits pos [B] and neg [B, K] (mask [B, K]: which negatives count):
-    point  binary cross-entropy, the positive labelled 1, each negative 0, averaged over all
-           labelled pairs
+    point  binary cross-entropy, the positive labelled 1, each negative 0: averaged over all
+           labelled pairs, or (``point_balance``) the positives' mean plus the negatives' mean -
+           without it, many negatives (in-batch: B - 1) drown the positives and, drawn by
+           popularity, push popular items down
     pair   BPR  mean -log sigmoid(pos - neg)   or   hinge  mean max(0, margin - (pos - neg))
     list   softmax cross-entropy over [pos, neg_1 .. neg_K], the positive as target
 """
@@ -37,12 +39,15 @@ def _masked_mean(values, mask):
     return (values * mask).sum() / paddle.clip(mask.sum(), min=1.0)
 
 
-def matching_loss(pos, neg, mode, mask=None, pair_loss="bpr", margin=0.1):
+def matching_loss(pos, neg, mode, mask=None, pair_loss="bpr", margin=0.1, balance=False):
     """The loss of one batch: ``pos`` [B] and ``neg`` [B, K] logits (temperature and logQ already
-    applied); ``mask`` [B, K] bool (None: every negative counts)."""
+    applied); ``mask`` [B, K] bool (None: every negative counts); ``balance`` (point mode): mean
+    positive term + mean negative term instead of one mean over all labelled pairs."""
     if mode == "point":
         positive = F.softplus(-pos)  # -log sigmoid(pos)
         negative = F.softplus(neg)  # -log (1 - sigmoid(neg))
+        if balance:  # each class averaged on its own: K negatives do not drown the positive
+            return positive.mean() + _masked_mean(negative, mask)
         count = pos.shape[0] + (neg.size if mask is None else mask.astype(neg.dtype).sum())
         negative_sum = negative.sum() if mask is None else (negative * mask.astype(neg.dtype)).sum()
         return (positive.sum() + negative_sum) / count

@@ -68,6 +68,10 @@ def test_point_wise_bce():
     assert _loss("point") == pytest.approx(expected, rel=1e-6)
     masked = (softplus(-1) + softplus(0) + softplus(0.5) + softplus(2) + softplus(0)) / 5
     assert _loss("point", [[True, False], [True, True]]) == pytest.approx(masked, rel=1e-6)
+    balanced = (softplus(-1) + softplus(0)) / 2 + (softplus(0.5) + softplus(-1) + softplus(2) + softplus(0)) / 4
+    assert _loss("point", balance=True) == pytest.approx(balanced, rel=1e-6)
+    balanced = (softplus(-1) + softplus(0)) / 2 + (softplus(0.5) + softplus(2) + softplus(0)) / 3
+    assert _loss("point", [[True, False], [True, True]], balance=True) == pytest.approx(balanced, rel=1e-6)
 
 
 def test_pair_wise_bpr_and_hinge():
