@@ -122,6 +122,12 @@ class MatchingDygraphModel(BaseDygraphModel):
             metric.update(scores, labels)
         return loss, metrics_list, None
 
+    def infer_forward(self, dy_model, metrics_list, batch_data, config):
+        """Per-row similarity of the user and the held-out item (tools/benchmark.py's inference
+        step; tools/infer.py evaluates with ``evaluate_epoch``)."""
+        score = dy_model(batch_data)
+        return metrics_list, {"item_id": batch_data["item_id"], "similarity": score}
+
     # ---- evaluation (tools/infer.py) --------------------------------------------------
     def evaluate_epoch(self, model, dataset, config, epoch, output_dir, log):
         """Export embeddings, search, score; writes embeddings, retrieval JSON and the plot into
