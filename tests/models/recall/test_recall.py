@@ -136,18 +136,26 @@ def test_same_seed_same_parameters_and_metrics(tmp_path):
     ("hyper_parameters.similarity=euclid", "hyper_parameters.similarity"),
     ("hyper_parameters.temperature=0", "hyper_parameters.temperature"),
     ("hyper_parameters.negatives=zipf", "hyper_parameters.negatives"),
-    ("hyper_parameters.dataset_info_path=/nonexistent/dataset.json", "dataset_info_path"),
+    ("hyper_parameters.pair_loss=logistic", "hyper_parameters.pair_loss"),
 ])
 def test_bad_config_is_refused_naming_the_key(override, message, tmp_path):
-    done = run_tool("tools/trainer.py", "-m", config_of("dssm"), "-o", override,
+    from tools.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        context("dssm", tmp_path, override)
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path):
+    done = run_tool("tools/trainer.py", "-m", config_of("dssm"), "-o", "hyper_parameters.dataset_info_path=/nonexistent/d.json",
                     f"runner.model_save_path={tmp_path / 'ckpt'}")
-    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and "hyper_parameters.dataset_info_path" in done.stderr, done.stderr[-2000:]
 
 
 def test_youtube_dnn_user_tower_must_end_with_embed_dim(tmp_path):
-    done = run_tool("tools/trainer.py", "-m", config_of("youtube_dnn"), "-o", "hyper_parameters.user_fc_sizes=[64,32]",
-                    f"runner.model_save_path={tmp_path / 'ckpt'}")
-    assert done.returncode == 2 and "user_fc_sizes" in done.stderr and "embed_dim" in done.stderr
+    from tools.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="user_fc_sizes.*embed_dim"):
+        context("youtube_dnn", tmp_path, "hyper_parameters.user_fc_sizes=[64,32]")
 
 
 def test_item_out_of_vocabulary_names_file_and_line(tmp_path):
