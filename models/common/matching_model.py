@@ -29,7 +29,7 @@ import paddle
 from models.common.base_model import BaseDygraphModel
 from models.common.embedding import FeatureEmbedding
 from models.common.matching import MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, TwoTower, candidate_logits, matching_loss
-from models.common.metrics import RunningAUC
+from models.common.metrics import PairAUC
 from models.common.retrieval import evaluate, export_embeddings, write_recall_plot
 from models.common.retrieval_data import ItemCatalog, dataset_info, embedded_features
 from models.common.sampling import NegativeSampler
@@ -109,17 +109,14 @@ class MatchingDygraphModel(BaseDygraphModel):
 
     # ---- training ---------------------------------------------------------------------
     def create_metrics(self, mode="train"):
-        return [RunningAUC("auc")], ["auc"]  # positive against its own negatives, in training
+        return [PairAUC("auc")], ["auc"]  # each positive against its own negatives, in training
 
     def train_forward(self, dy_model, metrics_list, batch_data, config):
         hp = self.hp(config)
         pos, neg, mask = candidate_logits(dy_model, batch_data, self.sampler, hp, self.log_q)
         loss = matching_loss(pos, neg, hp["mode"], mask, hp["pair_loss"], hp["margin"], hp["point_balance"])
-        p, n, m = pos.detach().numpy(), neg.detach().numpy(), mask.numpy()
-        scores = 1.0 / (1.0 + np.exp(-np.clip(np.concatenate([p, n[m]]), -50, 50)))
-        labels = np.concatenate([np.ones_like(p), np.zeros(int(m.sum()), dtype=p.dtype)])
         for metric in metrics_list:
-            metric.update(scores, labels)
+            metric.update(pos.detach(), neg.detach(), mask)
         return loss, metrics_list, None
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):

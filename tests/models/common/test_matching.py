@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from models.common.matching import candidate_logits, matching_loss
-from models.common.metrics import retrieval_metrics
+from models.common.metrics import PairAUC, retrieval_metrics
 from models.common.sampling import NegativeSampler, distribution
 
 
@@ -165,3 +165,11 @@ def test_retrieval_metrics_by_hand():
     assert m["mrr@1"] == 0
     with pytest.raises(ValueError, match="fewer than k"):
         retrieval_metrics(ranked, targets, ks=(10,))
+
+
+def test_pair_auc_by_hand():
+    metric = PairAUC()
+    metric.update(np.array([1.0, 0.0]), np.array([[0.5, 1.0], [2.0, -1.0]]), np.array([[True, True], [True, False]]))
+    assert metric.accumulate() == pytest.approx((1 + 0.5 + 0) / 3)  # win, tie, loss; one masked
+    metric.update(np.array([30.0]), np.array([[29.0]]))  # raw logits: no saturation ties
+    assert metric.accumulate() == pytest.approx(2.5 / 4)
