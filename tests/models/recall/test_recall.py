@@ -31,11 +31,11 @@ def context(model, tmp_path, *overrides):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("mode", ["point", "pair", "list"])
 def test_every_model_trains_in_every_mode(model, mode, tmp_path):
-    ctx = context(model, tmp_path, f"hyper_parameters.mode={mode}", "runner.epochs=2",
+    ctx = context(model, tmp_path, f"hyper_parameters.mode={mode}", "runner.epochs=2", "runner.train_batch_size=256",
                   "runner.infer_start_epoch=1", "runner.infer_end_epoch=2")
     history = train(ctx)
     assert history[1]["loss"] < history[0]["loss"]
-    values = infer(context(model, tmp_path, f"hyper_parameters.mode={mode}", "runner.epochs=2",
+    values = infer(context(model, tmp_path, f"hyper_parameters.mode={mode}", "runner.epochs=2", "runner.train_batch_size=256",
                            "runner.infer_start_epoch=1", "runner.infer_end_epoch=2"))[1]
     for k in (10, 50, 100):
         assert 0.0 <= values[f"hit@{k}"] <= 1.0 and values[f"recall@{k}"] == values[f"hit@{k}"]
@@ -46,7 +46,7 @@ def test_every_model_trains_in_every_mode(model, mode, tmp_path):
 @pytest.mark.parametrize("model", MODELS)
 def test_in_batch_negatives_for_every_model(model, tmp_path):
     history = train(context(model, tmp_path, "hyper_parameters.negatives=in_batch", "hyper_parameters.mode=list",
-                            "hyper_parameters.logq_correction=true", "runner.epochs=2"))
+                            "hyper_parameters.logq_correction=true", "runner.epochs=2", "runner.train_batch_size=256"))
     assert history[1]["loss"] < history[0]["loss"]
 
 
