@@ -7,9 +7,9 @@ the log of each candidate's sampling probability is subtracted from its logit (Y
 2019: sampling-bias-corrected in-batch softmax).
 
 Candidates per row: the positive item and negatives, either ``neg_num`` ids drawn by a
-models.common.sampling sampler (uniform, popularity, log_popularity) or, with ``in_batch``, the
-other rows' positives (an in-batch item equal to the row's own positive is masked out: it is not
-a negative).
+models.common.sampling sampler (uniform, popularity, log_popularity) or, with ``in_batch``, every
+row's positive ([B, B] scores; the row's own column, and any other holding the same item, is
+masked out: it is not a negative).
 
 Modes, on logits pos [B] and neg [B, K] (mask [B, K]: which negatives count):
     point  binary cross-entropy, the positive labelled 1, each negative 0: averaged over all
@@ -137,13 +137,10 @@ def candidate_logits(model, batch, sampler, hp, log_q=None):
     pos_vec = model.item_embedding(positives)  # [B, d]
     pos = (users * pos_vec).sum(axis=-1)
     if hp["negatives"] == "in_batch":
-        scores = paddle.matmul(users, pos_vec, transpose_y=True)  # [B, B]: row i against every positive
-        size = scores.shape[0]
-        # Row i's negatives: the other rows' items, the diagonal dropped -> [B, B-1].
-        columns = np.arange(size - 1)[None, :]
-        columns = paddle.to_tensor(columns + (columns >= np.arange(size)[:, None]))
-        neg = paddle.take_along_axis(scores, columns, axis=1)
-        neg_ids = paddle.gather(positives, columns.reshape([-1])).reshape([size, size - 1])
+        # Row i against every row's positive: [B, B]. The diagonal (and any other column holding
+        # row i's own item) is masked below as "equal to the positive", so it is not a negative.
+        neg = paddle.matmul(users, pos_vec, transpose_y=True)
+        neg_ids = paddle.expand(positives.reshape([1, -1]), [positives.shape[0], positives.shape[0]])
     else:
         neg_ids = sampler.sample([positives.shape[0], hp["neg_num"]])
         neg_vec = model.item_embedding(neg_ids)  # [B, K, d]
