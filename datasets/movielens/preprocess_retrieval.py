@@ -69,7 +69,7 @@ def build(ratings, users, items, max_history=50):
     last[starts + lengths - 1] = True
     is_test = last & (lengths[np.repeat(np.arange(len(starts)), lengths)] >= 2)
     is_train = ~last & (position >= 1)
-    counts = np.bincount(i[~last], minlength=len(items) + 1)  # training interactions per item
+    counts = np.bincount(i[~is_test], minlength=len(items) + 1)  # interactions not held out, per item
 
     def rows(index):
         steps = np.arange(1, max_history + 1)

@@ -7,13 +7,15 @@ the log of each candidate's sampling probability is subtracted from its logit (Y
 2019: sampling-bias-corrected in-batch softmax).
 
 Candidates per row: the positive item and negatives, either ``neg_num`` ids drawn by a
-models.common.sampling sampler (uniform, popularity, log_popularity) or, with ``in_batch``, the
-other rows' positives (an in-batch item equal to the row's own positive is masked out: it is not
-a negative).
+models.common.sampling sampler (uniform, popularity, log_popularity) or, with ``in_batch``, every
+row's positive ([B, B] scores; the row's own column, and any other holding the same item, is
+masked out: it is not a negative).
 
 Modes, on logits pos [B] and neg [B, K] (mask [B, K]: which negatives count):
-    point  binary cross-entropy, the positive labelled 1, each negative 0, averaged over all
-           labelled pairs
+    point  binary cross-entropy, the positive labelled 1, each negative 0: averaged over all
+           labelled pairs, or (``point_balance``) the positives' mean plus the negatives' mean -
+           without it, many negatives (in-batch: B - 1) drown the positives and, drawn by
+           popularity, push popular items down
     pair   BPR  mean -log sigmoid(pos - neg)   or   hinge  mean max(0, margin - (pos - neg))
     list   softmax cross-entropy over [pos, neg_1 .. neg_K], the positive as target
 """
@@ -37,12 +39,15 @@ def _masked_mean(values, mask):
     return (values * mask).sum() / paddle.clip(mask.sum(), min=1.0)
 
 
-def matching_loss(pos, neg, mode, mask=None, pair_loss="bpr", margin=0.1):
+def matching_loss(pos, neg, mode, mask=None, pair_loss="bpr", margin=0.1, balance=False):
     """The loss of one batch: ``pos`` [B] and ``neg`` [B, K] logits (temperature and logQ already
-    applied); ``mask`` [B, K] bool (None: every negative counts)."""
+    applied); ``mask`` [B, K] bool (None: every negative counts); ``balance`` (point mode): mean
+    positive term + mean negative term instead of one mean over all labelled pairs."""
     if mode == "point":
         positive = F.softplus(-pos)  # -log sigmoid(pos)
         negative = F.softplus(neg)  # -log (1 - sigmoid(neg))
+        if balance:  # each class averaged on its own: K negatives do not drown the positive
+            return positive.mean() + _masked_mean(negative, mask)
         count = pos.shape[0] + (neg.size if mask is None else mask.astype(neg.dtype).sum())
         negative_sum = negative.sum() if mask is None else (negative * mask.astype(neg.dtype)).sum()
         return (positive.sum() + negative_sum) / count
@@ -132,13 +137,10 @@ def candidate_logits(model, batch, sampler, hp, log_q=None):
     pos_vec = model.item_embedding(positives)  # [B, d]
     pos = (users * pos_vec).sum(axis=-1)
     if hp["negatives"] == "in_batch":
-        scores = paddle.matmul(users, pos_vec, transpose_y=True)  # [B, B]: row i against every positive
-        size = scores.shape[0]
-        # Row i's negatives: the other rows' items, the diagonal dropped -> [B, B-1].
-        columns = np.arange(size - 1)[None, :]
-        columns = paddle.to_tensor(columns + (columns >= np.arange(size)[:, None]))
-        neg = paddle.take_along_axis(scores, columns, axis=1)
-        neg_ids = paddle.gather(positives, columns.reshape([-1])).reshape([size, size - 1])
+        # Row i against every row's positive: [B, B]. The diagonal (and any other column holding
+        # row i's own item) is masked below as "equal to the positive", so it is not a negative.
+        neg = paddle.matmul(users, pos_vec, transpose_y=True)
+        neg_ids = paddle.expand(positives.reshape([1, -1]), [positives.shape[0], positives.shape[0]])
     else:
         neg_ids = sampler.sample([positives.shape[0], hp["neg_num"]])
         neg_vec = model.item_embedding(neg_ids)  # [B, K, d]

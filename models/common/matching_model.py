@@ -12,6 +12,8 @@ hyper_parameters:
     temperature         every logit is similarity / temperature
     mode                point | pair | list
     pair_loss, margin   pair mode: bpr | hinge (with margin)
+    point_balance       point mode: mean positive term + mean negative term (default true), or one
+                        mean over all labelled pairs
     negatives           uniform | popularity | log_popularity | in_batch
     neg_num             sampled negatives per positive (not used with in_batch)
     logq_correction     subtract log(sampling probability) from each candidate's logit
@@ -31,7 +33,7 @@ import paddle
 from models.common.base_model import BaseDygraphModel
 from models.common.embedding import FeatureEmbedding
 from models.common.matching import MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, TwoTower, candidate_logits, matching_loss
-from models.common.metrics import RunningAUC
+from models.common.metrics import PairAUC
 from models.common.retrieval import evaluate, export_embeddings, write_recall_plot
 from models.common.retrieval_data import ItemCatalog, dataset_info, embedded_features
 from models.common.sampling import NegativeSampler
@@ -90,6 +92,7 @@ class MatchingDygraphModel(BaseDygraphModel):
             f"{HP}.mode": Param(str, choices=MODES, required=False, default=cls.default_mode),
             f"{HP}.pair_loss": Param(str, choices=PAIR_LOSSES, required=False, default=cls.default_pair_loss),
             f"{HP}.margin": Param(float, min=0.0, required=False, default=0.1),
+            f"{HP}.point_balance": Param(bool, required=False, default=True),
             f"{HP}.negatives": Param(str, choices=NEGATIVES, required=False, default=cls.default_negatives),
             f"{HP}.neg_num": positive_int(required=False, default=4),
             f"{HP}.logq_correction": Param(bool, required=False, default=cls.default_logq),
@@ -103,7 +106,8 @@ class MatchingDygraphModel(BaseDygraphModel):
         return spec
 
     def hp(self, config):
-        keys = ("similarity", "temperature", "mode", "pair_loss", "margin", "negatives", "neg_num", "logq_correction")
+        keys = ("similarity", "temperature", "mode", "pair_loss", "margin", "point_balance", "negatives", "neg_num",
+                "logq_correction")
         values = {k: config.get(f"{HP}.{k}") for k in keys}
         for k in ("similarity", "mode", "pair_loss", "negatives"):
             values[k] = str(values[k]).lower()
@@ -138,18 +142,21 @@ class MatchingDygraphModel(BaseDygraphModel):
 
     # ---- training ---------------------------------------------------------------------
     def create_metrics(self, mode="train"):
-        return [RunningAUC("auc")], ["auc"]  # positive against its own negatives, in training
+        return [PairAUC("auc")], ["auc"]  # each positive against its own negatives, in training
 
     def train_forward(self, dy_model, metrics_list, batch_data, config):
         hp = self.hp(config)
         pos, neg, mask = candidate_logits(dy_model, batch_data, self.sampler, hp, self.log_q)
-        loss = matching_loss(pos, neg, hp["mode"], mask, hp["pair_loss"], hp["margin"])
-        p, n, m = pos.detach().numpy(), neg.detach().numpy(), mask.numpy()
-        scores = 1.0 / (1.0 + np.exp(-np.clip(np.concatenate([p, n[m]]), -50, 50)))
-        labels = np.concatenate([np.ones_like(p), np.zeros(int(m.sum()), dtype=p.dtype)])
+        loss = matching_loss(pos, neg, hp["mode"], mask, hp["pair_loss"], hp["margin"], hp["point_balance"])
         for metric in metrics_list:
-            metric.update(scores, labels)
+            metric.update(pos.detach(), neg.detach(), mask)
         return loss, metrics_list, None
+
+    def infer_forward(self, dy_model, metrics_list, batch_data, config):
+        """Per-row similarity of the user and the held-out item (tools/benchmark.py's inference
+        step; tools/infer.py evaluates with ``evaluate_epoch``)."""
+        score = dy_model(batch_data)
+        return metrics_list, {"item_id": batch_data["item_id"], "similarity": score}
 
     # ---- evaluation (tools/infer.py) --------------------------------------------------
     def evaluate_epoch(self, model, dataset, config, epoch, output_dir, log):

@@ -167,6 +167,30 @@ class RunningAUC:
         return float(wins / (total_pos * total_neg))
 
 
+class PairAUC:
+    """Share of (positive, negative) pairs where the positive scores higher (ties count half),
+    over everything seen since the last reset: the AUC of each row's positive against its own
+    negatives, exact on raw logits (no buckets, so saturated sigmoids do not tie)."""
+
+    def __init__(self, name="auc"):
+        self.name = name
+        self.reset()
+
+    def reset(self):
+        self._wins, self._pairs = 0.0, 0
+
+    def update(self, pos, neg, mask=None):
+        """``pos`` [B], ``neg`` [B, K], ``mask`` [B, K] (which negatives count)."""
+        pos = np.asarray(pos.numpy() if hasattr(pos, "numpy") else pos, dtype=np.float64).reshape(-1, 1)
+        neg = np.asarray(neg.numpy() if hasattr(neg, "numpy") else neg, dtype=np.float64)
+        valid = np.ones(neg.shape, dtype=bool) if mask is None else np.asarray(mask.numpy() if hasattr(mask, "numpy") else mask)
+        self._wins += float(((pos > neg) & valid).sum() + 0.5 * ((pos == neg) & valid).sum())
+        self._pairs += int(valid.sum())
+
+    def accumulate(self):
+        return self._wins / self._pairs if self._pairs else float("nan")
+
+
 class LogLoss:
     """Mean binary cross-entropy over everything seen since the last reset."""
 

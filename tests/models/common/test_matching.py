@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from models.common.matching import candidate_logits, matching_loss
-from models.common.metrics import retrieval_metrics
+from models.common.metrics import PairAUC, retrieval_metrics
 from models.common.sampling import NegativeSampler, distribution
 
 
@@ -68,6 +68,10 @@ def test_point_wise_bce():
     assert _loss("point") == pytest.approx(expected, rel=1e-6)
     masked = (softplus(-1) + softplus(0) + softplus(0.5) + softplus(2) + softplus(0)) / 5
     assert _loss("point", [[True, False], [True, True]]) == pytest.approx(masked, rel=1e-6)
+    balanced = (softplus(-1) + softplus(0)) / 2 + (softplus(0.5) + softplus(-1) + softplus(2) + softplus(0)) / 4
+    assert _loss("point", balance=True) == pytest.approx(balanced, rel=1e-6)
+    balanced = (softplus(-1) + softplus(0)) / 2 + (softplus(0.5) + softplus(2) + softplus(0)) / 3
+    assert _loss("point", [[True, False], [True, True]], balance=True) == pytest.approx(balanced, rel=1e-6)
 
 
 def test_pair_wise_bpr_and_hinge():
@@ -116,15 +120,19 @@ def test_in_batch_logits_mask_and_logq():
     pos, neg, mask = candidate_logits(model, BATCH, None, HP)
     # Scores U @ V[item_ids].T = [[1,0,1],[0,2,0],[1,2,1]]; positives on the diagonal.
     np.testing.assert_allclose(pos.numpy(), [1, 2, 1])
-    np.testing.assert_allclose(neg.numpy(), [[0, 1], [0, 0], [1, 2]])
-    # Row 0's third candidate and row 2's first are item 1, its own positive: masked out.
-    assert mask.numpy().tolist() == [[True, False], [True, True], [False, True]]
+    np.testing.assert_allclose(neg.numpy(), [[1, 0, 1], [0, 2, 0], [1, 2, 1]])
+    # Masked: the diagonal, and rows 0/2's columns holding item 1, their own positive.
+    assert mask.numpy().tolist() == [[False, True, False], [True, False, True], [False, True, False]]
     log_q = paddle.to_tensor(np.log([1e-9, 0.5, 0.25, 0.25]).astype("float32"))
     pos_q, neg_q, _ = candidate_logits(model, BATCH, None, dict(HP, logq_correction=True), log_q)
-    np.testing.assert_allclose(pos_q.numpy(), [1 - math.log(0.5), 2 - math.log(0.25), 1 - math.log(0.5)], rtol=1e-6)
-    np.testing.assert_allclose(neg_q.numpy(), [[0 - math.log(0.25), 1 - math.log(0.5)],
-                                               [0 - math.log(0.5), 0 - math.log(0.5)],
-                                               [1 - math.log(0.5), 2 - math.log(0.25)]], rtol=1e-6)
+    lq = np.log([0.5, 0.25, 0.5])  # log q of the items in the batch's columns (1, 2, 1)
+    np.testing.assert_allclose(pos_q.numpy(), [1, 2, 1] - lq, rtol=1e-6)
+    np.testing.assert_allclose(neg_q.numpy(), np.array([[1, 0, 1], [0, 2, 0], [1, 2, 1]]) - lq[None, :], rtol=1e-6)
+    # The list loss over the unmasked candidates, by hand: row 1 has two negatives (items 1, 1).
+    row0 = math.log(math.exp(1) + math.exp(0)) - 1
+    row1 = math.log(math.exp(2) + 2 * math.exp(0)) - 2
+    row2 = math.log(math.exp(1) + math.exp(2)) - 1
+    assert float(matching_loss(pos, neg, "list", mask)) == pytest.approx((row0 + row1 + row2) / 3, rel=1e-6)
 
 
 def test_temperature_divides_logits_and_changes_the_loss():
@@ -161,3 +169,11 @@ def test_retrieval_metrics_by_hand():
     assert m["mrr@1"] == 0
     with pytest.raises(ValueError, match="fewer than k"):
         retrieval_metrics(ranked, targets, ks=(10,))
+
+
+def test_pair_auc_by_hand():
+    metric = PairAUC()
+    metric.update(np.array([1.0, 0.0]), np.array([[0.5, 1.0], [2.0, -1.0]]), np.array([[True, True], [True, False]]))
+    assert metric.accumulate() == pytest.approx((1 + 0.5 + 0) / 3)  # win, tie, loss; one masked
+    metric.update(np.array([30.0]), np.array([[29.0]]))  # raw logits: no saturation ties
+    assert metric.accumulate() == pytest.approx(2.5 / 4)
