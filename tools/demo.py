@@ -87,8 +87,9 @@ def main(argv=None):
     for name, data, metric, value, seconds in rows:
         print(f"{name:<{width}}  {data:<9}  {metric:<24} {value:>10} {seconds:>9.1f}")
     if any(r[1] == "synthetic" for r in rows):
-        print("\nsynthetic: labels from a hidden model, written by the model's data/make_sample.py "
-              "(see its data/README.md); not comparable with published figures")
+        print("\nsynthetic: labels from a hidden model, written by a committed make_sample.py (the model's "
+              "data/, or datasets/movielens/sample/ for the retrieval models; see the model's readme); "
+              "not comparable with published figures")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1
