@@ -1,7 +1,7 @@
 """Train and evaluate every model on its shipped sample data and print a table.
 
 For each models/<area>/<model>/config.yaml: tools/trainer.py, then the model's own
-infer_meta.py if it has one, else tools/infer.py; outputs go to a temporary folder. The numbers
+infer_meta.py or infer_warmup.py if it has one, else tools/infer.py; outputs go to a temporary folder. The numbers
 come from the metrics.json the runners write ("headline"), not from parsing logs. The "data"
 column is the config's top-level ``sample_data`` key (synthetic or real; the runners ignore it).
 """
@@ -20,6 +20,7 @@ sys.path.insert(0, REPO)
 from tools.utils.config import ConfigError, read_config  # noqa: E402
 
 SAMPLE_KINDS = ("synthetic", "real")
+MODEL_EVALUATORS = ("infer_meta.py", "infer_warmup.py")  # a model's own evaluation script, else tools/infer.py
 
 
 def sample_data(config):
@@ -46,9 +47,8 @@ def demo_model(config, work_dir):
     start = time.perf_counter()
     status = run([sys.executable, os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o", *paths], log_file)
     if status == 0:
-        infer_script = os.path.join(folder, "infer_meta.py")
-        if not os.path.isfile(infer_script):
-            infer_script = os.path.join(REPO, "tools", "infer.py")
+        scripts = [os.path.join(folder, n) for n in MODEL_EVALUATORS if os.path.isfile(os.path.join(folder, n))]
+        infer_script = scripts[0] if scripts else os.path.join(REPO, "tools", "infer.py")
         status = run([sys.executable, infer_script, "-m", config, "-o", *paths,
                       f"runner.infer_output_path={infer_dir}"], log_file)
     seconds = time.perf_counter() - start

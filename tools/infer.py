@@ -12,25 +12,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
-from models.common.metrics import to_numpy  # noqa: E402
-from tools.utils.checkpoint import (check_writable, complete_epochs, config_differences, load_checkpoint,  # noqa: E402
+from tools.utils.checkpoint import (best_epoch, check_writable, complete_epochs, config_differences, load_checkpoint,  # noqa: E402
                                     read_run, write_atomic, write_json)
 from tools.utils.config import ConfigError  # noqa: E402
-from tools.utils.data import create_dataset, create_loader  # noqa: E402
+from tools.utils.data import create_dataset  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
-from tools.utils.runtime import run_main, setup  # noqa: E402
+from tools.utils.runtime import evaluate, run_main, setup  # noqa: E402
 
 
 def epochs_to_evaluate(config):
     load_path = config.get("runner.infer_load_path") or config.get("runner.model_save_path")
     start = config.get("runner.infer_start_epoch")
-    if start is None:
-        start = config.get("runner.epochs") - 1
+    if start is None:  # the best epoch of an early-stopped run, else the last one
+        best = best_epoch(load_path)
+        start = config.get("runner.epochs") - 1 if best is None else best
     end = config.get("runner.infer_end_epoch")
     if end is None:
         end = start + 1
@@ -78,25 +77,24 @@ def infer(ctx):
     output_path = config.get("runner.infer_output_path")
     model = dm.create_model(config)
     dataset = create_dataset(load_reader(config, "infer"), config, "infer")
-    metrics, names = dm.create_metrics("infer")
     results = {}
+    # A model with its own evaluation protocol (e.g. retrieval: export embeddings, search the
+    # catalog) does it per epoch in ``evaluate_epoch`` -> {metric: value}.
+    evaluate_epoch = getattr(dm, "evaluate_epoch", None)
     for epoch in epochs:
         load_checkpoint(load_path, epoch, model)
-        model.eval()
-        for metric in metrics:
-            metric.reset()
-        columns = {}
-        with paddle.no_grad():
-            for batch in create_loader(dataset, config, "infer"):
-                metrics, outputs = dm.infer_forward(model, metrics, batch, config)
-                if output_path:
-                    for name, value in outputs.items():
-                        columns.setdefault(name, []).append(to_numpy(value))
-        values = {n: m.accumulate() for n, m in zip(names, metrics)}
+        if evaluate_epoch is not None:
+            model.eval()
+            with paddle.no_grad():
+                values = evaluate_epoch(model, dataset, config, epoch, output_dir, ctx.log)
+            ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
+            results[epoch] = values
+            continue
+        values, columns = evaluate(dm, model, dataset, config, collect=bool(output_path))
         ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
         results[epoch] = values
         if output_path:
-            frame = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+            frame = pd.DataFrame(columns)
             frame.index.name = "index"
             target = os.path.join(output_dir, f"predictions_epoch{epoch}.csv")
             write_atomic(target, lambda f: frame.to_csv(f, float_format="%.6g"))
@@ -104,8 +102,14 @@ def infer(ctx):
     write_json(os.path.join(output_dir, "metrics.json"),
                {"config": config.path, "load_path": load_path,
                 "infer": [{"epoch": e, **v} for e, v in results.items()],
-                "headline": results[epochs[-1]]})
+                "headline": _headline(dm, results[epochs[-1]])})
     return results
+
+
+def _headline(dm, values):
+    """The last epoch's metrics, or the few a model names in ``headline_keys`` (demo table)."""
+    keys = getattr(dm, "headline_keys", None)
+    return {k: values[k] for k in keys if k in values} if keys else values
 
 
 def main(args):

@@ -9,10 +9,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
 import paddle  # noqa: E402
 
-from tools.utils.checkpoint import load_checkpoint, prepare_save_path, save_checkpoint, write_json, write_run  # noqa: E402
+from models.common.data import RowRange, list_data_files  # noqa: E402
+from tools.utils.checkpoint import (BEST, load_checkpoint, prepare_save_path, save_checkpoint, write_json,  # noqa: E402
+                                    write_run)
+from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
-from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
+from tools.utils.runtime import evaluate, run_main, setup, train_step  # noqa: E402
+
+MONITOR = "valid_logloss"  # what early stopping and the best epoch go by (lower is better)
 
 
 def _format(values):
@@ -43,9 +48,13 @@ def train(ctx):
     dataset = create_dataset(load_reader(config, "train"), config, "train")
     if getattr(dataset, "skipped_lines", 0):
         ctx.log(f"skipped {dataset.skipped_lines} malformed lines (runner.skip_bad_lines is true)")
+    dataset, valid = split_validation(config, dm, dataset, ctx.log)
+    patience = config.get("runner.early_stop_patience")
     metrics, names = dm.create_metrics("train")
     epochs, interval = config.get("runner.epochs"), config.get("runner.print_interval")
     for epoch in range(start_epoch, epochs):
+        if valid is not None and patience and epochs_without_gain(history) >= patience:
+            break  # a resumed run that had already stopped early
         paddle.seed(config.get("runner.seed") + epoch)  # dropout etc.: same per epoch, so resume is exact
         model.train()
         for metric in metrics:
@@ -80,20 +89,81 @@ def train(ctx):
         summary = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "samples": seen,
                    "seconds": round(seconds, 3), "ins_per_sec": seen / seconds if seconds else 0.0}
         summary.update({n: m.accumulate() for n, m in zip(names, metrics)})
+        if valid is not None:
+            values, _ = evaluate(dm, model, valid, config)
+            summary.update({f"valid_{k}": v for k, v in values.items()})
         ctx.log(f"epoch {epoch} done: {_format({k: v for k, v in summary.items() if k != 'epoch'})}")
         history.append(summary)
         if ctx.is_main:
             if epoch == start_epoch and not done:
                 write_run(save_path, config)  # the manifest first: no checkpoint without one
             path = save_checkpoint(save_path, epoch, model, optimizer)
-            write_json(os.path.join(save_path, "metrics.json"),
-                       {"config": config.path, "train": history, "math_environment": math_environment()})
+            if valid is not None and best_of(history)["epoch"] == epoch:
+                save_checkpoint(save_path, BEST, model, optimizer)
+                ctx.log(f"epoch {epoch} has the lowest {MONITOR} so far: copied to {os.path.join(save_path, BEST)}")
+            write_json(os.path.join(save_path, "metrics.json"), run_metrics(config, history, valid, patience))
             ctx.log(f"saved checkpoint {path}")
         if ctx.world_size > 1:
             paddle.distributed.barrier()
+        if valid is not None and patience and epochs_without_gain(history) >= patience:
+            ctx.log(f"early stopping: {MONITOR} has not improved for {patience} epoch(s)")
+            break
+    if valid is not None and history:
+        best = best_of(history)["epoch"]
+        load_checkpoint(save_path, BEST, model, config_key="runner.model_save_path")
+        ctx.log(f"restored the best epoch {best} ({MONITOR} {best_of(history)[MONITOR]:.6f}) from "
+                f"{os.path.join(save_path, BEST)}")
     ctx.log(f"final parameter digest: {parameter_digest(model)} "
             f"({', '.join(f'{k}={v}' for k, v in math_environment().items())})")
     return history
+
+
+def split_validation(config, dm, dataset, log):
+    """-> (training rows, validation rows or None), from runner.valid_data_dir (files read by the
+    infer reader) or runner.valid_fraction (the last rows of the training data)."""
+    valid_dir, fraction = config.get("runner.valid_data_dir"), config.get("runner.valid_fraction")
+    patience = config.get("runner.early_stop_patience")
+    if patience < 0:
+        raise ConfigError(f"runner.early_stop_patience must be >= 0 (0: no early stopping), got {patience}")
+    if valid_dir and fraction is not None:
+        raise ConfigError("runner.valid_fraction: set runner.valid_data_dir or runner.valid_fraction, not both")
+    if not valid_dir and fraction is None:
+        if patience:
+            raise ConfigError("runner.early_stop_patience needs validation data: set runner.valid_data_dir "
+                              "or runner.valid_fraction")
+        return dataset, None
+    if MONITOR[len("valid_"):] not in dm.create_metrics("infer")[1]:
+        raise ConfigError(f"runner.valid_data_dir / valid_fraction: this model's evaluation reports no "
+                          f"{MONITOR[len('valid_'):]} to select the best epoch by")
+    if valid_dir:
+        return dataset, load_reader(config, "infer")(list_data_files(valid_dir, "runner.valid_data_dir"), config)
+    if not 0 < fraction < 1:
+        raise ConfigError(f"runner.valid_fraction must be in (0, 1), got {fraction}")
+    if not hasattr(dataset, "take"):
+        raise ConfigError("runner.valid_fraction: this model's reader cannot hold out rows; use runner.valid_data_dir")
+    rows = len(dataset)
+    held = int(round(rows * fraction))
+    if not 0 < held < rows:
+        raise ConfigError(f"runner.valid_fraction: {fraction} of {rows} rows leaves no validation or no training rows")
+    log(f"validation: the last {held} of {rows} training rows (runner.valid_fraction={fraction})")
+    return RowRange(dataset, 0, rows - held), RowRange(dataset, rows - held, rows)
+
+
+def best_of(history):
+    """The epoch summary with the lowest validation loss (the earlier one on a tie)."""
+    return min(history, key=lambda h: (h[MONITOR], h["epoch"]))
+
+
+def epochs_without_gain(history):
+    return history[-1]["epoch"] - best_of(history)["epoch"] if history else 0
+
+
+def run_metrics(config, history, valid, patience):
+    data = {"config": config.path, "train": history, "math_environment": math_environment()}
+    if valid is not None:
+        data["early_stopping"] = {"monitor": MONITOR, "patience": patience, "best_epoch": best_of(history)["epoch"],
+                                  "checkpoint": BEST}
+    return data
 
 
 def math_environment():

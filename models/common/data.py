@@ -32,6 +32,9 @@ CHUNK_BYTES = 16 << 20  # text read per conversion step: bounds the conversion's
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # what pandas' C parser reads as a float
 
 
+_NAN_TEXTS = ["nan", "NaN", "NAN", "+nan", "-nan"]  # read as NaN (then reported as not finite); "" is no number
+
+
 class DataFormatError(ValueError):
     """A data file does not have the expected format; the message names file and line."""
 
@@ -101,11 +104,7 @@ class SlotParser:
 
     def columns_for(self, schema):
         """[(column name, width or None)] in token order; the token count must match."""
-        order = []  # declaration order (not the storage blocks' order)
-        for feature in schema.features:
-            order.append((feature.name, schema.slots[feature.name].width))
-            if hasattr(feature, "length_name"):
-                order.append((feature.length_name, None))
+        order = declared_columns(schema)  # declaration order (not the storage blocks' order)
         total = sum(w or 1 for _, w in order)
         if total != len(self.slots):
             raise ValueError(f"the schema has {total} columns but the slot format has {len(self.slots)} slots")
@@ -117,11 +116,7 @@ class SlotParser:
         for first_line, raw in iter_line_blocks(path):
             done += len(raw)
             matrix, numbers, skipped = self._parse_block(raw, first_line, path, skip_bad_lines)
-            columns, j = {}, 0
-            for name, width in order:
-                columns[name] = matrix[:, j] if width is None else matrix[:, j:j + width]
-                j += width or 1
-            yield Chunk(columns, numbers, "line", skipped, bytes_done=done)
+            yield Chunk(split_columns(matrix, order), numbers, "line", skipped, bytes_done=done)
 
     # -- bulk structure check --------------------------------------------------------------
     def _check_structure(self, a):
@@ -230,8 +225,157 @@ class SlotParser:
         return frame.to_numpy(dtype=np.float64)
 
 
+class NpzParser:
+    """A ``.npz`` file (numpy, loaded with allow_pickle=False: cannot execute code) holding one
+    array per column of the schema: 1-D for ids, labels and lengths, [rows, width] for sequences
+    and vectors. Read whole as one chunk (the format cannot be streamed); the shared layer then
+    checks ids, lengths and labels against the schema, naming file and row."""
+
+    signature = "npz-columns:1"
+
+    def read(self, path, schema, skip_bad_lines=False):
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [c for c in schema.slots if c not in data.files]
+                if missing:
+                    raise DataFormatError(f"{path}: missing column(s) {missing} (the schema declares "
+                                          f"{list(schema.slots)})")
+                columns = {c: data[c] for c in schema.slots}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # not a zip, truncated, objects
+            raise DataFormatError(f"{path}: not a readable .npz file ({error})") from None
+        n = len(next(iter(columns.values())))
+        for name, slot in schema.slots.items():
+            values = columns[name]
+            expected = (n,) if slot.width is None else (n, slot.width)
+            if values.shape != expected:
+                raise DataFormatError(f"{path}: column {name} has shape {values.shape}, expected {expected}")
+            if values.dtype.kind not in "iubf":
+                raise DataFormatError(f"{path}: column {name} holds {values.dtype}, expected numbers")
+        yield Chunk(columns, np.arange(n), unit="row")
+
+
 def _join(text_lines, indices):
     return b"\n".join(text_lines[i] for i in indices) + b"\n" if len(indices) else b""
+
+
+# ---- rows of numbers: comma-separated text, or .npy shards ---------------------------------------
+def declared_columns(schema):
+    """[(column name, width or None)] in declaration order: how a row of numbers maps onto the
+    schema (a vector feature takes ``dim`` values, a sequence ``max_len`` ids and then its length)."""
+    order = []
+    for feature in schema.features:
+        order.append((feature.name, schema.slots[feature.name].width))
+        if hasattr(feature, "length_name"):
+            order.append((feature.length_name, None))
+    return order
+
+
+def split_columns(matrix, order):
+    """A [rows, values] matrix -> {column name: [rows] or [rows, width]} following ``order``."""
+    columns, j = {}, 0
+    for name, width in order:
+        columns[name] = matrix[:, j] if width is None else matrix[:, j:j + width]
+        j += width or 1
+    return columns
+
+
+def parse_delimited_block(raw, first_line, path, width, skip_bad_lines, names=None, count_note=""):
+    """Bytes of whole lines of ``width`` comma-separated numbers -> (float64 [rows, width], line
+    number of each row, number of skipped lines). Every line's field count is checked in bulk
+    with numpy; values are parsed by pandas' C parser; only a block holding a value that is not a
+    number is re-read to name its line. Blank lines are no rows. ``names`` names the columns in
+    messages; ``count_note`` says where the expected count comes from."""
+    a = np.frombuffer(raw, dtype=np.uint8)
+    newline = np.flatnonzero(a == 10)
+    line_of = lambda positions: np.searchsorted(newline, positions)  # noqa: E731
+    separators = np.bincount(line_of(np.flatnonzero(a == 44)), minlength=len(newline))
+    visible = np.bincount(line_of(np.flatnonzero((a != 32) & (a != 9) & (a != 13) & (a != 10))),
+                          minlength=len(newline))
+    lines = np.flatnonzero(visible > 0)
+    ok = separators[lines] == width - 1
+    skipped, text = 0, None
+    if not ok.all():
+        bad = lines[~ok]
+        if not skip_bad_lines:
+            raise DataFormatError(f"{path}, line {first_line + bad[0]}: expected {width} comma-separated values"
+                                  f"{count_note}, found {separators[bad[0]] + 1}")
+        skipped, lines = len(bad), lines[ok]
+    if len(lines) != len(newline):
+        text = raw.split(b"\n")
+        raw = _join(text, lines)
+    matrix = _delimited_values(raw, width)
+    if matrix is None:  # a value is not a number: find its line
+        frame = pd.read_csv(io.BytesIO(raw), header=None, names=range(width), dtype=str,
+                            keep_default_na=False, index_col=False, engine="c")
+        cells = frame.apply(lambda c: c.str.strip())
+        numeric = cells.apply(lambda c: c.str.match(_NUMBER.pattern)
+                              | c.str.lower().str.lstrip("+-").isin(["nan", "inf", "infinity"])).to_numpy(dtype=bool)
+        bad_rows = np.flatnonzero(~numeric.all(axis=1))
+        if not len(bad_rows):
+            raise DataFormatError(f"{path}, lines {first_line + lines[0]}-{first_line + lines[-1]}: could not be parsed")
+        if not skip_bad_lines:
+            row = bad_rows[0]
+            field = int(np.flatnonzero(~numeric[row])[0])
+            what = f"column {names[field]!r}" if names else f"field {field + 1}"
+            raise DataFormatError(f"{path}, line {first_line + lines[row]}: {what} has value "
+                                  f"{cells.iat[row, field]!r}, expected a number")
+        skipped += len(bad_rows)
+        keep = np.setdiff1d(np.arange(len(lines)), bad_rows)
+        matrix = _delimited_values(_join(raw.split(b"\n"), keep), width)
+        lines = lines[keep]
+    return matrix, first_line + lines, skipped
+
+
+def _delimited_values(raw, width):
+    if not raw.strip():
+        return np.zeros((0, width))
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), header=None, names=range(width),
+                            dtype=np.float64, keep_default_na=False, na_values=_NAN_TEXTS, index_col=False,
+                            engine="c")
+    except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
+        return None
+    return frame.to_numpy(dtype=np.float64)
+
+
+class NumberRowsParser:
+    """Rows of numbers, the schema's columns in declaration order (``declared_columns``): text
+    files of comma-separated values with no header (e.g. ``label,u_1..u_d,i_1..i_d``), or
+    ``.npy`` shards holding a 2-D [rows, values] array (read in chunks through a memory map).
+    Every row is checked (field count, numbers; then the schema's checks), naming file and line
+    (or row of a shard)."""
+
+    signature = "number-rows:1"
+
+    def read(self, path, schema, skip_bad_lines=False):
+        order = declared_columns(schema)
+        width = sum(w or 1 for _, w in order)
+        if path.endswith(".npy"):
+            yield from self._read_npy(path, order, width)
+            return
+        names = [f"{name}[{i}]" if w else name for name, w in order for i in range(w or 1)]
+        done = 0
+        for first_line, raw in iter_line_blocks(path):
+            done += len(raw)
+            matrix, numbers, skipped = parse_delimited_block(raw, first_line, path, width, skip_bad_lines, names=names)
+            yield Chunk(split_columns(matrix, order), numbers, "line", skipped, bytes_done=done)
+
+    @staticmethod
+    def _read_npy(path, order, width):
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise DataFormatError(f"{path}: not a readable .npy array ({error})") from None
+        if array.ndim != 2 or array.shape[1] != width or array.dtype.kind not in "fiu":
+            raise DataFormatError(f"{path}: expected a 2-D numeric array with {width} columns "
+                                  f"({', '.join(n for n, _ in order)}), found {array.dtype} {array.shape}")
+        step = max(1, CHUNK_BYTES // max(1, width * array.dtype.itemsize))
+        for start in range(0, len(array), step):
+            block = np.asarray(array[start:start + step], dtype=np.float64)
+            yield Chunk(split_columns(block, order), np.arange(start, start + len(block)) + 1, "row",
+                        bytes_done=(start + len(block)) * width * array.dtype.itemsize)
 
 
 # ---- id,labels,field:feat,... (PaddleRec's Ali-CCP format) -------------------------------------
@@ -481,57 +625,10 @@ class ColumnarCSVParser:
                 out[name] = (slot.width, cols)
         return out
 
-    def _parse_block(self, raw, first_line, path, header, skip_bad_lines):
-        a = np.frombuffer(raw, dtype=np.uint8)
-        newline = np.flatnonzero(a == 10)
-        line_of = lambda positions: np.searchsorted(newline, positions)  # noqa: E731
-        commas = np.bincount(line_of(np.flatnonzero(a == 44)), minlength=len(newline))
-        visible = np.bincount(line_of(np.flatnonzero((a != 32) & (a != 9) & (a != 13) & (a != 10))),
-                              minlength=len(newline))
-        lines = np.flatnonzero(visible > 0)  # blank lines are no rows
-        ok = commas[lines] == len(header) - 1
-        skipped = 0
-        if not ok.all():
-            bad = lines[~ok]
-            if not skip_bad_lines:
-                raise DataFormatError(f"{path}, line {first_line + bad[0]}: expected {len(header)} comma-separated "
-                                      f"values (as the header), found {commas[bad[0]] + 1}")
-            skipped, lines = len(bad), lines[ok]
-        text = raw.split(b"\n") if len(lines) != len(newline) else None
-        kept = _join(text, lines) if text is not None else raw
-        matrix = self._values(kept, len(header))
-        if matrix is None:  # a value is not a number: find its row
-            frame = pd.read_csv(io.BytesIO(kept), header=None, names=range(len(header)), dtype=str,
-                                keep_default_na=False, index_col=False, engine="c")
-            numeric = np.column_stack([
-                frame[c].str.strip().str.match(_NUMBER.pattern).to_numpy(dtype=bool)
-                | frame[c].str.strip().str.lower().str.lstrip("+-").isin(["nan", "inf", "infinity"]).to_numpy()
-                for c in frame.columns])
-            bad_rows = np.flatnonzero(~numeric.all(axis=1))
-            if not len(bad_rows):
-                raise DataFormatError(f"{path}, lines {first_line + lines[0]}-{first_line + lines[-1]}: "
-                                      f"could not be parsed")
-            if not skip_bad_lines:
-                row = bad_rows[0]
-                column = int(np.flatnonzero(~numeric[row])[0])
-                raise DataFormatError(f"{path}, line {first_line + lines[row]}: column {header[column]!r} has "
-                                      f"value {frame.iat[row, column]!r}, expected a number")
-            skipped += len(bad_rows)
-            keep = np.setdiff1d(np.arange(len(lines)), bad_rows)
-            matrix = self._values(_join(kept.split(b"\n"), keep), len(header))
-            lines = lines[keep]
-        return matrix, first_line + lines, skipped
-
     @staticmethod
-    def _values(raw, width):
-        if not raw.strip():
-            return np.zeros((0, width))
-        try:
-            frame = pd.read_csv(io.BytesIO(raw), header=None, names=range(width), dtype=np.float64,
-                                na_filter=False, index_col=False, engine="c")
-        except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
-            return None
-        return frame.to_numpy(dtype=np.float64)
+    def _parse_block(raw, first_line, path, header, skip_bad_lines):
+        return parse_delimited_block(raw, first_line, path, len(header), skip_bad_lines, names=header,
+                                     count_note=" (as the header)")
 
 
 # ---- the columnar cache -----------------------------------------------------------------------
@@ -783,6 +880,23 @@ class CachedDataset(ColumnDataset):
         super().__init__(schema, parts)
         self.skipped_lines = skipped
         self.cache_dir = folder
+
+
+class RowRange(paddle.io.Dataset):
+    """Rows [start, stop) of a dataset that has ``take`` (e.g. a held-out validation tail)."""
+
+    def __init__(self, dataset, start, stop):
+        self.dataset, self.start, self.stop = dataset, int(start), int(stop)
+        self.skipped_lines = 0
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def take(self, indices):
+        return self.dataset.take(np.asarray(indices, dtype=np.int64) + self.start)
+
+    def __getitem__(self, index):
+        return {k: v[0] for k, v in self.take([index]).items()}
 
 
 class ArrayDataset(paddle.io.Dataset):

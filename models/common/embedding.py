@@ -64,6 +64,8 @@ class FeatureEmbedding(nn.Layer):
                 sizes.append(by_name[owner].vocab_size)
                 total += by_name[owner].vocab_size
         self.num_rows = total
+        self.table_offset = {f.name: offsets[f.shared_with or f.name] for f in embedded}
+        self.feature = {f.name: f for f in embedded}
         self.names = [f.name for f in embedded]
         self.position = {name: i for i, name in enumerate(self.names)}
         # Column layout of global_ids: the sparse fields, then every sequence padded to the longest
@@ -97,6 +99,29 @@ class FeatureEmbedding(nn.Layer):
     @property
     def weight(self):
         return self.table.weight
+
+    def load_rows(self, name, ids, vectors, freeze=False):
+        """Initialise feature ``name``'s rows for ``ids`` with ``vectors`` [len(ids), dim]
+        (pretrained embeddings). ``freeze``: those rows get a zero gradient from now on, so
+        an optimiser without weight decay never moves them; the other rows train as usual."""
+        ids, vectors = np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"pretrained vectors for {name} have shape {vectors.shape}, expected "
+                             f"({len(ids)}, {self.dim}): the embedding size")
+        vocab = self.feature[name].vocab_size
+        if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"pretrained ids for {name} must lie in [0, {vocab}), got {ids.min()}..{ids.max()}")
+        rows = self.table_offset[name] + ids
+        value = self.table.weight.numpy()
+        value[rows] = vectors
+        self.table.weight.set_value(value)
+        if freeze:
+            if self.table._sparse:
+                raise ValueError(f"freezing pretrained rows of {name} needs dense embedding gradients")
+            keep = np.ones((self.num_rows, 1), dtype=np.float32)
+            keep[rows] = 0.0
+            self.register_buffer(f"trainable_rows_{name}", paddle.to_tensor(keep), persistable=False)
+            self.table.weight.register_hook(lambda grad, k=getattr(self, f"trainable_rows_{name}"): grad * k)
 
     def global_ids(self, batch):
         """[B, W] rows of the fused table for the batch's sparse ids and padded sequences."""
@@ -156,6 +181,30 @@ class FeatureEmbedding(nn.Layer):
     def sparse_columns(self, names):
         """Columns of ``global_ids`` holding the sparse (single-id) features ``names``."""
         return [self.sparse_features.index(next(f for f in self.sparse_features if f.name == n)) for n in names]
+
+    def embed(self, batch, names):
+        """[B, len(names), dim]: the named features only (the batch may lack the others), each
+        sparse id looked up, each sequence pooled over its first ``<name>_length`` ids; one lookup."""
+        parts, widths = [], []
+        for name in names:
+            ids = batch[name] + self.table_offset[name]
+            parts.append(ids.reshape([-1, 1]) if ids.ndim == 1 else ids)
+            widths.append(parts[-1].shape[1])
+        emb = self.table(parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1))  # [B, W, dim]
+        pieces = paddle.split(emb, widths, axis=1) if len(parts) > 1 else [emb]
+        fields = []
+        for name, piece in zip(names, pieces):
+            feature = self.feature[name]
+            if not hasattr(feature, "max_len"):
+                fields.append(piece)
+                continue
+            length = batch[feature.length_name].reshape([-1, 1])
+            mask = (paddle.arange(piece.shape[1], dtype=length.dtype).reshape([1, -1]) < length).astype(piece.dtype)
+            pooled = paddle.sum(piece * mask.unsqueeze(-1), axis=1, keepdim=True)
+            if feature.pooling == "mean":  # an empty sequence pools to 0
+                pooled = pooled / paddle.clip(mask.sum(axis=1), min=1.0).reshape([-1, 1, 1])
+            fields.append(pooled)
+        return fields[0] if len(fields) == 1 else paddle.concat(fields, axis=1)
 
     def forward(self, batch):
         return self.pool(self.lookup(self.global_ids(batch)), batch)

@@ -170,3 +170,27 @@ class FMInteraction(nn.Layer):
         square_of_sum = summed * summed
         sum_of_square = paddle.sum(embeddings * embeddings, axis=1)
         return 0.5 * paddle.sum(square_of_sum - sum_of_square, axis=1, keepdim=True)
+
+
+class DeepFMHead(nn.Layer):
+    """DeepFM's prediction from per-field embeddings (Guo et al., IJCAI 2017), for models whose
+    fields are embedded elsewhere (models.common.embedding):
+
+        logit = bias [+ sum_i w_i] + FM second order(v) + DNN(concat(v))
+
+    ``forward(embeddings [B, F, dim], first_order=None or [B, F, 1])`` -> logit [B, 1]. Every op has
+    a second derivative, so meta-learning can differentiate through an inner step on an input
+    embedding (MetaEmb)."""
+
+    def __init__(self, num_fields, dim, layer_sizes, activation="relu", init="normal"):
+        super().__init__()
+        self.dnn = MLP(num_fields * dim, layer_sizes, activation=activation, init=init)
+        self.dnn_out = MLP(self.dnn.output_dim, [1], last_activation=False, init=init)
+        self.bias = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, embeddings, first_order=None):
+        flat = embeddings.reshape([embeddings.shape[0], -1])  # reshape, not flatten: flatten has no double grad
+        logit = FMInteraction.second_order(embeddings) + self.dnn_out(self.dnn(flat))
+        if first_order is not None:
+            logit = logit + FMInteraction.first_order(first_order)
+        return logit + self.bias

@@ -86,6 +86,35 @@ def topk_metrics(ranked_items, relevant, k):
     return {"hit": hit / users, "recall": recall / users, "ndcg": ndcg / users}
 
 
+def retrieval_metrics(ranked_items, targets, ks=(10, 50, 100)):
+    """Hit, Recall, NDCG and MRR at each k for one held-out item per user (leave-last-out).
+
+    ``ranked_items`` [users, >= max(ks)] retrieved ids, best first; ``targets`` [users] the held-out
+    item. With one relevant item, Recall@k = Hit@k; NDCG@k = 1 / log2(rank + 2) and MRR@k =
+    1 / (rank + 1) when the item is at 0-based ``rank`` < k, else 0. Means over users ->
+    {"hit@10": ..., "recall@10": ..., "ndcg@10": ..., "mrr@10": ..., ...}.
+    """
+    ranked = np.asarray(ranked_items)
+    targets = np.asarray(targets).reshape(-1, 1)
+    if ranked.ndim != 2 or len(ranked) != len(targets):
+        raise ValueError(f"ranked_items must be [users, k] for {len(targets)} users, got shape {ranked.shape}")
+    if ranked.shape[1] < max(ks):
+        raise ValueError(f"ranked_items has {ranked.shape[1]} columns, fewer than k = {max(ks)}")
+    found = ranked == targets
+    has = found.any(axis=1)
+    rank = np.where(has, found.argmax(axis=1), np.iinfo(np.int64).max)
+    out = {}
+    for k in ks:
+        within = rank < k
+        safe = np.where(within, rank, 0)
+        hit = float(within.mean()) if len(rank) else float("nan")
+        out[f"hit@{k}"] = hit
+        out[f"recall@{k}"] = hit
+        out[f"ndcg@{k}"] = float(np.where(within, 1.0 / np.log2(safe + 2.0), 0.0).mean()) if len(rank) else float("nan")
+        out[f"mrr@{k}"] = float(np.where(within, 1.0 / (safe + 1.0), 0.0).mean()) if len(rank) else float("nan")
+    return out
+
+
 class AUC:
     """Exact AUC over everything seen since the last reset (keeps all scores: for evaluation)."""
 

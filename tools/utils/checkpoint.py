@@ -23,6 +23,7 @@ RUN_FILE = "run.json"
 NOT_MODEL_SECTIONS = ("runner", "benchmark")
 # What a run writes into model_save_path besides the epoch folders (removed by runner.overwrite).
 RUN_OUTPUTS = (RUN_FILE, "metrics.json")
+BEST = "best"  # copy of the best epoch's checkpoint when the run has validation data
 # Temporary names of atomic writes (save_checkpoint, write_atomic, check_writable): an interrupted
 # run (kill -9, power loss) can leave them; the next run removes them.
 TEMPORARY_PREFIXES = (".tmp-", ".write-test-") + tuple(f".{name}." for name in RUN_OUTPUTS)
@@ -134,6 +135,15 @@ def load_checkpoint(folder, epoch, model, optimizer=None, config_key="runner.inf
                                   f"optimizer ({type(error).__name__}: {error})") from None
 
 
+def best_epoch(folder):
+    """The epoch a run with validation kept as its best (metrics.json), or None."""
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+            return (json.load(f).get("early_stopping") or {}).get("best_epoch")
+    except (OSError, ValueError):
+        return None
+
+
 # ---- run manifest -------------------------------------------------------------------------------
 def model_config(config):
     """{dotted key: value} of every section that defines the model (not ``runner:``), as JSON
@@ -237,6 +247,8 @@ def prepare_save_path(config, log, is_main=True):
                 shutil.rmtree(os.path.join(folder, str(epoch)))
             log(f"runner.overwrite is true: deleted the earlier run's epochs {epochs} from {folder}")
     if is_main:
+        if os.path.isdir(os.path.join(folder, BEST)):
+            shutil.rmtree(os.path.join(folder, BEST))  # an earlier run's best epoch
         for name in RUN_OUTPUTS:  # an earlier run's manifest and metrics are not this run's
             if os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))

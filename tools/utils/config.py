@@ -57,6 +57,9 @@ RUNNER_KEYS = {
     "resume": (False, bool),
     "overwrite": (False, bool),  # a fresh run may delete the checkpoints already in model_save_path
     "skip_bad_lines": (False, bool),
+    "valid_data_dir": (None, str),  # validation files (read by infer_reader_path), evaluated every epoch
+    "valid_fraction": (None, float),  # or: hold out this last fraction of the training rows
+    "early_stop_patience": (0, int),  # stop after this many epochs without a lower validation logloss
 }
 # Keys naming files or folders: resolved against the config file's folder.
 PATH_SUFFIXES = ("_dir", "_path")

@@ -114,6 +114,32 @@ def train_step(dygraph_model, model, optimizer, metrics, batch, config):
     return loss, print_dict
 
 
+def evaluate(dygraph_model, model, dataset, config, collect=False):
+    """Evaluation metrics of ``model`` over ``dataset`` (the model's infer metrics, no gradient).
+    -> (values {metric: number}, outputs {column: array} when ``collect`` else None)."""
+    from models.common.metrics import to_numpy
+    from tools.utils.data import create_loader
+
+    metrics, names = dygraph_model.create_metrics("infer")
+    for metric in metrics:
+        metric.reset()
+    columns = {} if collect else None
+    was_training = model.training
+    model.eval()
+    with paddle.no_grad():
+        for batch in create_loader(dataset, config, "infer"):
+            metrics, outputs = dygraph_model.infer_forward(model, metrics, batch, config)
+            if collect:
+                for name, value in outputs.items():
+                    columns.setdefault(name, []).append(to_numpy(value))
+    if was_training:
+        model.train()
+    values = {n: m.accumulate() for n, m in zip(names, metrics)}
+    if collect:
+        columns = {name: np.concatenate(parts) for name, parts in columns.items()}
+    return values, columns
+
+
 def run_main(main, argv=None):
     """Run ``main(args)``; user errors print one line naming the culprit and exit with status 2.
     Anything else propagates with its traceback (non-zero exit)."""

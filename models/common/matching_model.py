@@ -1,0 +1,184 @@
+"""Base ``DygraphModel`` of the two-tower retrieval models (models/recall/*): the matching
+wrapper's config keys, training step (models.common.matching) and the retrieval evaluation
+tools/infer.py runs for them (models.common.retrieval). A model folder subclasses it with its
+default mode and writes ``build_towers``.
+
+hyper_parameters:
+    dataset_info_path   the data set's dataset.json (vocabularies, item catalog)
+    embed_dim           embedding size of every feature
+    user_fc_sizes, item_fc_sizes   tower MLP sizes (the last is the output vector's size)
+    dropout             tower dropout
+    similarity          cosine (L2-normalised outputs) | dot
+    temperature         every logit is similarity / temperature
+    mode                point | pair | list
+    pair_loss, margin   pair mode: bpr | hinge (with margin)
+    negatives           uniform | popularity | log_popularity | in_batch
+    neg_num             sampled negatives per positive (not used with in_batch)
+    logq_correction     subtract log(sampling probability) from each candidate's logit
+    retrieval.index     flat (exact inner product) | hnsw (also reports its recall vs exact)
+    retrieval.hnsw_m, retrieval.hnsw_ef_search, retrieval.top_k (list of K)
+    pretrained_item_embedding   optional .npy [items, embed_dim] of pretrained item-id embeddings,
+                        with the items' raw ids one per line in the .txt of the same name (e.g.
+                        datasets/movielens/make_pretrained_vectors.py --dim <embed_dim>)
+    freeze_pretrained   true: those rows stay fixed; false: they are fine-tuned
+"""
+import json
+import os
+
+import numpy as np
+import paddle
+
+from models.common.base_model import BaseDygraphModel
+from models.common.embedding import FeatureEmbedding
+from models.common.matching import MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, TwoTower, candidate_logits, matching_loss
+from models.common.metrics import RunningAUC
+from models.common.retrieval import evaluate, export_embeddings, write_recall_plot
+from models.common.retrieval_data import ItemCatalog, dataset_info, embedded_features
+from models.common.sampling import NegativeSampler
+from models.common.spec import Param, SpecError, positive_int, positive_ints
+
+HP = "hyper_parameters"
+
+
+def load_pretrained_items(embedding, info, config):
+    """Item-id rows from ``hyper_parameters.pretrained_item_embedding`` (raw ids in the .txt beside
+    it, mapped through the data set's ``item_raw_id``); items it lacks keep their random rows."""
+    key = f"{HP}.pretrained_item_embedding"
+    path = config.get(key)
+    ids_path = os.path.splitext(path)[0] + ".txt"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        raw_ids = np.loadtxt(ids_path, dtype=np.int64, ndmin=1)
+    except (OSError, ValueError) as error:
+        raise SpecError(f"{key}: cannot read {path} and its ids {ids_path} ({error})") from None
+    if vectors.ndim != 2 or len(vectors) != len(raw_ids) or not np.isfinite(vectors).all():
+        raise SpecError(f"{key}: {path} must hold finite vectors, one per id of {ids_path} "
+                        f"({len(raw_ids)} ids, array {vectors.shape})")
+    if vectors.shape[1] != embedding.dim:
+        raise SpecError(f"{key}: vectors of {vectors.shape[1]} values, but {HP}.embed_dim is {embedding.dim}")
+    encoded = {raw: code for code, raw in enumerate(info["item_raw_id"])}
+    known = np.array([raw in encoded for raw in raw_ids.tolist()], dtype=bool)
+    codes = np.array([encoded[raw] for raw in raw_ids[known].tolist()], dtype=np.int64)
+    embedding.load_rows("item_id", codes, vectors[known], freeze=config.get(f"{HP}.freeze_pretrained"))
+    print(f"{key}: {len(codes)} of {len(info['item_raw_id'])} item ids initialised from {path} "
+          f"({'frozen' if config.get(f'{HP}.freeze_pretrained') else 'fine-tuned'}; {int((~known).sum())} "
+          f"ids of the file are not in the data set)", flush=True)
+
+
+class MatchingDygraphModel(BaseDygraphModel):
+    label_names = ("item_id",)
+    # The step calls the towers' methods, not forward(), which paddle.DataParallel needs.
+    supports_data_parallel = False
+    # What tools/infer.py's metrics.json "headline" (and the demo table) shows; all go to "infer".
+    headline_keys = ("hit@50", "popular_hit@50", "recall@100", "ndcg@10", "mrr@10", "hnsw_recall_vs_exact@50")
+    required_keys = (f"{HP}.dataset_info_path", f"{HP}.embed_dim")
+    # Each model folder overrides the defaults of its paper.
+    default_mode, default_negatives, default_similarity = "point", "popularity", "cosine"
+    default_pair_loss, default_temperature, default_logq = "bpr", 0.1, False
+
+    @classmethod
+    def full_config_spec(cls):
+        spec = super().full_config_spec()
+        spec.update({
+            f"{HP}.dataset_info_path": Param(str),
+            f"{HP}.embed_dim": positive_int(),
+            f"{HP}.user_fc_sizes": positive_ints(required=False, default=[64, 32]),
+            f"{HP}.item_fc_sizes": positive_ints(required=False, default=[64, 32]),
+            f"{HP}.dropout": Param(float, min=0.0, below=1.0, required=False, default=0.0),
+            f"{HP}.similarity": Param(str, choices=SIMILARITIES, required=False, default=cls.default_similarity),
+            f"{HP}.temperature": Param(float, above=0.0, required=False, default=cls.default_temperature),
+            f"{HP}.mode": Param(str, choices=MODES, required=False, default=cls.default_mode),
+            f"{HP}.pair_loss": Param(str, choices=PAIR_LOSSES, required=False, default=cls.default_pair_loss),
+            f"{HP}.margin": Param(float, min=0.0, required=False, default=0.1),
+            f"{HP}.negatives": Param(str, choices=NEGATIVES, required=False, default=cls.default_negatives),
+            f"{HP}.neg_num": positive_int(required=False, default=4),
+            f"{HP}.logq_correction": Param(bool, required=False, default=cls.default_logq),
+            f"{HP}.retrieval.index": Param(str, choices=("flat", "hnsw"), required=False, default="flat"),
+            f"{HP}.retrieval.hnsw_m": positive_int(required=False, default=32),
+            f"{HP}.retrieval.hnsw_ef_search": positive_int(required=False, default=128),
+            f"{HP}.retrieval.top_k": positive_ints(required=False, default=[10, 50, 100]),
+            f"{HP}.pretrained_item_embedding": Param(str, required=False),
+            f"{HP}.freeze_pretrained": Param(bool, required=False, default=False),
+        })
+        return spec
+
+    def hp(self, config):
+        keys = ("similarity", "temperature", "mode", "pair_loss", "margin", "negatives", "neg_num", "logq_correction")
+        values = {k: config.get(f"{HP}.{k}") for k in keys}
+        for k in ("similarity", "mode", "pair_loss", "negatives"):
+            values[k] = str(values[k]).lower()
+        return values
+
+    def check_config(self, config):
+        super().check_config(config)
+        if config.get(f"{HP}.negatives") == "in_batch" and config.get("runner.train_batch_size", 2) < 2:
+            raise SpecError(f"'{HP}.negatives' is in_batch but runner.train_batch_size < 2 leaves no negatives")
+
+    # ---- network ----------------------------------------------------------------------
+    def build_towers(self, embedding, config):
+        """-> (user tower, item tower), each an nn.Layer with ``output_dim`` (model folder)."""
+        raise NotImplementedError
+
+    def create_model(self, config):
+        info = dataset_info(config)
+        embedding = FeatureEmbedding(embedded_features(config))
+        if config.get(f"{HP}.pretrained_item_embedding"):
+            load_pretrained_items(embedding, info, config)
+        user_tower, item_tower = self.build_towers(embedding, config)
+        if user_tower.output_dim != item_tower.output_dim:
+            raise SpecError(f"the user tower's output size ({user_tower.output_dim}) differs from the item "
+                            f"tower's ({item_tower.output_dim}): check {HP}.user_fc_sizes / item_fc_sizes / embed_dim")
+        model = TwoTower(embedding, user_tower, item_tower, ItemCatalog(info), self.hp(config)["similarity"])
+        hp = self.hp(config)
+        counts = np.asarray(info["item_count"])
+        self.sampler = None if hp["negatives"] == "in_batch" else NegativeSampler(counts, hp["negatives"])
+        # logQ of in-batch negatives: how often an item is a positive (its training count).
+        self.log_q = (NegativeSampler(counts, "unigram") if self.sampler is None else self.sampler).log_q
+        return model
+
+    # ---- training ---------------------------------------------------------------------
+    def create_metrics(self, mode="train"):
+        return [RunningAUC("auc")], ["auc"]  # positive against its own negatives, in training
+
+    def train_forward(self, dy_model, metrics_list, batch_data, config):
+        hp = self.hp(config)
+        pos, neg, mask = candidate_logits(dy_model, batch_data, self.sampler, hp, self.log_q)
+        loss = matching_loss(pos, neg, hp["mode"], mask, hp["pair_loss"], hp["margin"])
+        p, n, m = pos.detach().numpy(), neg.detach().numpy(), mask.numpy()
+        scores = 1.0 / (1.0 + np.exp(-np.clip(np.concatenate([p, n[m]]), -50, 50)))
+        labels = np.concatenate([np.ones_like(p), np.zeros(int(m.sum()), dtype=p.dtype)])
+        for metric in metrics_list:
+            metric.update(scores, labels)
+        return loss, metrics_list, None
+
+    # ---- evaluation (tools/infer.py) --------------------------------------------------
+    def evaluate_epoch(self, model, dataset, config, epoch, output_dir, log):
+        """Export embeddings, search, score; writes embeddings, retrieval JSON and the plot into
+        ``output_dir`` -> the flat metrics."""
+        info = dataset_info(config)
+        batch_size = config.get("runner.infer_batch_size") or config.get("runner.train_batch_size")
+        exported = export_embeddings(model, dataset, batch_size, len(info["item_count"]))
+        ks = sorted(set(config.get(f"{HP}.retrieval.top_k")))
+        values, details = evaluate(exported, info["item_count"], ks, str(config.get(f"{HP}.retrieval.index")).lower(),
+                                   config.get(f"{HP}.retrieval.hnsw_m"), config.get(f"{HP}.retrieval.hnsw_ef_search"))
+        folder = os.path.join(output_dir, f"embeddings_epoch{epoch}")
+        os.makedirs(folder, exist_ok=True)
+        raw_users, raw_items = np.asarray(info.get("user_raw_id", [])), np.asarray(info.get("item_raw_id", []))
+        np.save(os.path.join(folder, "user_emb.npy"), exported["user_emb"])
+        np.save(os.path.join(folder, "item_emb.npy"), exported["item_emb"])
+        np.save(os.path.join(folder, "user_ids.npy"), exported["user_ids"])
+        np.save(os.path.join(folder, "item_ids.npy"), exported["item_ids"])
+        np.save(os.path.join(folder, "test_items.npy"), exported["targets"])
+        if len(raw_users) and len(raw_items):  # encoded id -> MovieLens id
+            np.save(os.path.join(folder, "user_raw_ids.npy"), raw_users[exported["user_ids"]])
+            np.save(os.path.join(folder, "item_raw_ids.npy"), raw_items[exported["item_ids"]])
+        name = self.model_name()
+        write_recall_plot(os.path.join(output_dir, f"recall_at_k_epoch{epoch}.svg"),
+                          {name: details["recall_curve"], "most popular": details["popular_recall_curve"]},
+                          title=f"Recall@K, {name} vs most popular (epoch {epoch})")
+        with open(os.path.join(output_dir, f"retrieval_epoch{epoch}.json"), "w", encoding="utf-8") as f:
+            json.dump({"model": name, "mode": self.hp(config)["mode"], "epoch": epoch, "metrics": values,
+                       **details}, f, indent=1)
+        log(f"retrieval: {details['users']} users x {details['items']} items, exact search "
+            f"{details['exact_search_seconds']:.3f} s; embeddings in {folder}")
+        return values

@@ -1,0 +1,88 @@
+"""The MovieLens retrieval data every two-tower model reads (written by
+datasets/movielens/preprocess_retrieval.py, or the synthetic sample's make_sample.py).
+
+``hyper_parameters.dataset_info_path`` names the data set's ``dataset.json``: vocabulary sizes,
+history length and the item catalog (genres and training count of every item id). Rows are
+PaddleRec slot lines ``user_id gender age occupation zip hist*H hist_length item_id``; the
+history is a sequence feature that shares the item-id embedding table. Genres are not in the
+rows: the item tower looks them up by item id in the catalog (``ItemCatalog``), so that sampled
+negatives and the whole catalog go through the same tower as the positives.
+"""
+import json
+import os
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from models.common.data import CachedDataset, SlotParser
+from models.common.features import Schema, SequenceFeature, SparseFeature
+from models.common.spec import SpecError
+
+USER_FEATURES = ("user_id", "gender", "age", "occupation", "zip")
+INFO_KEY = "hyper_parameters.dataset_info_path"
+_INFO = {}
+
+
+def dataset_info(config):
+    """The parsed dataset.json named by ``hyper_parameters.dataset_info_path`` (read once per path)."""
+    path = config.get(INFO_KEY)
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"{INFO_KEY}: {path!r} does not exist (written by "
+                                f"datasets/movielens/preprocess_retrieval.py next to train/ and test/)")
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _INFO:
+        try:
+            with open(path, encoding="utf-8") as f:
+                info = json.load(f)
+            for field in ("max_history", "max_genres", "vocab", "item_genres", "item_count"):
+                info[field]  # noqa: B018 - presence check
+        except (ValueError, KeyError) as error:
+            raise SpecError(f"{INFO_KEY}: {path} is not a retrieval dataset.json ({error})") from None
+        _INFO[key] = info
+    return _INFO[key]
+
+
+def schema(config):
+    """The rows' schema: user features, the history (sharing item_id's table), the target item."""
+    info, dim = dataset_info(config), config.get("hyper_parameters.embed_dim")
+    vocab = info["vocab"]
+    return Schema([SparseFeature(name, vocab[name], dim) for name in USER_FEATURES]
+                  + [SequenceFeature("hist", vocab["item_id"], dim, info["max_history"], "mean", shared_with="item_id"),
+                     SparseFeature("item_id", vocab["item_id"], dim)])
+
+
+def embedded_features(config):
+    """What the model embeds: the rows' features plus the catalog's genres (mean pooled)."""
+    info, dim = dataset_info(config), config.get("hyper_parameters.embed_dim")
+    return schema(config).features + [SequenceFeature("genre", info["vocab"]["genre"], dim, info["max_genres"], "mean")]
+
+
+def slots(config):
+    return list(USER_FEATURES) + ["hist"] * dataset_info(config)["max_history"] + ["hist_length", "item_id"]
+
+
+class ItemCatalog(nn.Layer):
+    """Item id -> the item tower's batch {item_id, genre, genre_length}; the genres are buffers
+    (data, not parameters: not in checkpoints)."""
+
+    def __init__(self, info):
+        super().__init__()
+        width = info["max_genres"]
+        genres = np.zeros((len(info["item_genres"]), width), dtype="int64")
+        lengths = np.zeros(len(info["item_genres"]), dtype="int64")
+        for item, ids in enumerate(info["item_genres"]):
+            genres[item, :len(ids)] = ids
+            lengths[item] = len(ids)
+        self.num_items = len(lengths)
+        self.register_buffer("genres", paddle.to_tensor(genres), persistable=False)
+        self.register_buffer("lengths", paddle.to_tensor(lengths), persistable=False)
+
+    def forward(self, ids):
+        return {"item_id": ids, "genre": paddle.gather(self.genres, ids), "genre_length": paddle.gather(self.lengths, ids)}
+
+
+class RecDataset(CachedDataset):
+    def __init__(self, file_list, config):
+        super().__init__(file_list, config, schema(config), SlotParser(slots(config)))
