@@ -19,6 +19,10 @@ empty). Output, one impression per line (fields in FIELDS order):
     OUT/train_data/train.txt, OUT/test_data/test.txt:  sample_id,click,purchase,<field>:<id>,...
     OUT/meta.json: sparse_feature_number (N), rows, clicks, purchases, dropped test ids
 
+``--format columnar`` writes our columnar CSV instead (header ``click,purchase,<field>:0,...,
+<field>_length,...``: each field's ids padded with 0 to its ``--max-len`` width, which must equal
+the config's ``hyper_parameters.max_len.<field>``); the readers take both forms.
+
 click and conversion are only the label columns: no feature is computed from them.
 
 Bounded memory and bulk parsing: files are read in blocks of whole lines, each block parsed with
@@ -28,6 +32,7 @@ is checked (column count, feature_num against the features present, known common
 numbers): an error names file and line. Outputs go to a staging folder renamed at the end.
 """
 import argparse
+import io
 import json
 import os
 import shutil
@@ -39,7 +44,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-from models.common.aliccp import FIELDS  # noqa: E402
+from models.common.aliccp import DEFAULT_MAX_LEN, FIELDS  # noqa: E402
 from models.common.data import iter_line_blocks  # noqa: E402
 
 BLOCK_BYTES = 4 << 20  # common features (long lines, few of them)
@@ -306,7 +311,39 @@ def format_lines(sample_id, click, buy, pair_row, pair_field, pair_id):
     return out.tobytes()
 
 
-def convert(split, raw_dir, out_path, work, vocab, learn):
+def columnar_header(widths):
+    names = ["click", "purchase"]
+    for f in FIELDS:
+        names += [f"{f}:{i}" for i in range(widths[f])] + [f"{f}_length"]
+    return ",".join(names) + "\n"
+
+
+def columnar_rows(click, buy, row, field, ids, widths, lines, path):
+    """Our columnar CSV rows (the schema's padded layout): labels, then per field its ids padded
+    with 0 to its width and its length. A field with more ids than its width names the line."""
+    n = len(click)
+    counts = np.zeros((n, len(FIELDS)), np.int64)
+    np.add.at(counts, (row, field), 1)
+    width = np.array([widths[f] for f in FIELDS])
+    over = np.argwhere(counts > width[None, :])
+    if len(over):
+        r, j = over[0]
+        raise RawDataError(f"{path}, line {lines[r]}: field {FIELDS[j]} has {counts[r, j]} ids, more than "
+                           f"--max-len {FIELDS[j]}={width[j]}")
+    start = np.concatenate([[2], 2 + np.cumsum(width + 1)[:-1]])  # first column of each field
+    matrix = np.zeros((n, 2 + int((width + 1).sum())), np.int64)
+    matrix[:, 0], matrix[:, 1] = click, buy
+    group = row * len(FIELDS) + field  # pairs come grouped by (row, field), in order
+    first = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1] if len(group) else np.zeros(0, np.int64)
+    rank = np.arange(len(group)) - np.repeat(first, np.diff(np.r_[first, len(group)]))
+    matrix[row, start[field] + rank] = ids
+    matrix[:, start + width] = counts
+    buffer = io.StringIO()
+    np.savetxt(buffer, matrix, fmt="%d", delimiter=",")
+    return buffer.getvalue().encode()
+
+
+def convert(split, raw_dir, out_path, work, vocab, learn, widths=None):
     skeleton = os.path.join(raw_dir, f"sample_skeleton_{split}.csv")
     common_path = os.path.join(raw_dir, f"common_features_{split}.csv")
     for path in (skeleton, common_path):
@@ -315,6 +352,8 @@ def convert(split, raw_dir, out_path, work, vocab, learn):
     common = CommonFeatures(common_path, work)
     stats = {"rows": 0, "clicks": 0, "purchases": 0, "dropped_ids": 0}
     with open(out_path, "wb") as out:
+        if widths is not None:
+            out.write(columnar_header(widths).encode())
         for first_line, raw in iter_line_blocks(skeleton, SKELETON_BLOCK_BYTES):
             p = parse_block(raw, first_line, skeleton, 6, [0, 1, 2, 4])
             check_counts(p, skeleton, 4)
@@ -346,7 +385,10 @@ def convert(split, raw_dir, out_path, work, vocab, learn):
             sample_id = p["cols"][0]
             if (sample_id < 0).any() or (sample_id != np.floor(sample_id)).any():
                 raise RawDataError(f"{skeleton}: sample ids must be non-negative integers")
-            out.write(format_lines(sample_id, click, buy, row[kept], field[kept], ids[kept]))
+            if widths is None:
+                out.write(format_lines(sample_id, click, buy, row[kept], field[kept], ids[kept]))
+            else:
+                out.write(columnar_rows(click, buy, row[kept], field[kept], ids[kept], widths, p["line"], skeleton))
             stats["rows"] += len(click)
             stats["clicks"] += int(click.sum())
             stats["purchases"] += int(buy.sum())
@@ -358,7 +400,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", required=True, help="folder with sample_skeleton_* and common_features_*")
     parser.add_argument("--out", required=True, help="output parent folder")
+    parser.add_argument("--format", choices=("paddlerec", "columnar"), default="paddlerec",
+                        help="paddlerec: sample_id,click,purchase,<field>:<id>,... (default); columnar: our "
+                             "columnar CSV, each field padded to its --max-len (the readers take both)")
+    parser.add_argument("--max-len", nargs="+", action="extend", default=[], metavar="FIELD=N",
+                        help="columnar width of a field (default: models/common/aliccp.py DEFAULT_MAX_LEN, 1 "
+                             "for single-valued fields); must equal the config's hyper_parameters.max_len.<field>")
     args = parser.parse_args(argv)
+    widths = None
+    if args.format == "columnar":
+        widths = {f: DEFAULT_MAX_LEN.get(f, 1) for f in FIELDS}
+        for item in args.max_len:
+            name, _, value = item.partition("=")
+            if name not in widths or not value.isdigit() or int(value) < 1:
+                parser.error(f"--max-len {item!r}: expected FIELD=N with FIELD one of {FIELDS} and N >= 1")
+            widths[name] = int(value)
     os.makedirs(args.out, exist_ok=True)
     staging = tempfile.mkdtemp(dir=args.out, prefix=".aliccp-")
     try:
@@ -367,10 +423,11 @@ def main(argv=None):
         for split, learn in (("train", True), ("test", False)):
             os.makedirs(os.path.join(staging, f"{split}_data"))
             stats[split] = convert(split, args.raw, os.path.join(staging, f"{split}_data", f"{split}.txt"),
-                                   staging, vocab, learn)
+                                   staging, vocab, learn, widths)
             print(f"{split}: {stats[split]['rows']} rows, {stats[split]['clicks']} clicks, "
                   f"{stats[split]['purchases']} purchases", flush=True)
-        meta = {"sparse_feature_number": vocab.size + 1, "fields": FIELDS, "counts": stats}
+        meta = {"sparse_feature_number": vocab.size + 1, "fields": FIELDS, "counts": stats, "format": args.format,
+                "max_len": widths}
         with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1)
         for entry in ("train_data", "test_data", "meta.json"):

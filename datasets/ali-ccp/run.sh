@@ -6,6 +6,7 @@
 #                                               # common_features_{train,test}.csv (joined and remapped by
 #                                               # preprocess.py), or PaddleRec's traindata_10w.csv/testdata_10w.csv
 #   bash datasets/ali-ccp/run.sh --out DIR      # output parent folder (default: this folder)
+#   bash datasets/ali-ccp/run.sh --raw DIR -- --format columnar   # options after -- go to preprocess.py
 #
 # Output: <out>/train_data/, <out>/test_data/ (the folders models/multitask/esmm/config_bigdata.yaml
 # reads) and, for raw input, <out>/meta.json with sparse_feature_number.
@@ -25,9 +26,10 @@ REPO="$(cd "$HERE/../.." && pwd)"
 BASE="${ALICCP_BASE_URL:-https://paddlerec.bj.bcebos.com/esmm}"
 RAW=""
 OUT="$HERE"
+EXTRA=()
 
 die() { echo "run.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
     --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT="$2"; shift 2 ;;
     --out=*) OUT="${1#--out=}"; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) die "unknown argument '$1'" ;;
+    --) shift; EXTRA+=("$@"); break ;;
+    *) die "unknown argument '$1' (options for preprocess.py go after --)" ;;
   esac
 done
 
@@ -90,7 +93,7 @@ else
       [ -f "$RAW/$f" ] || die "$RAW has sample_skeleton_train.csv but no $f"
     done
     echo "joining and remapping the raw Ali-CCP files in $RAW -> $OUT with $PY"
-    "$PY" "$HERE/preprocess.py" --raw "$RAW" --out "$OUT"
+    "$PY" "$HERE/preprocess.py" --raw "$RAW" --out "$OUT" ${EXTRA[@]+"${EXTRA[@]}"}
     { for f in sample_skeleton_train.csv common_features_train.csv sample_skeleton_test.csv common_features_test.csv; do
         echo "$(sha256_of "$RAW/$f")  $f"; done; } > "$OUT/sources.sha256"
   elif [ -f "$RAW/traindata_10w.csv" ]; then

@@ -7,9 +7,10 @@ The 23 fields ESMM uses (PaddleRec's list) become 23 sequence features sharing o
 sum-pooled: single-valued fields have ``max_len`` 1 (absent -> length 0 -> a zero vector, as
 PaddleRec's padding id 0 with padding_idx), multi-valued ones (the user's behaviour bags
 ``109_14`` .. ``150_14``, ``210``, ``853``) up to ``hyper_parameters.max_len.<field>`` ids.
-click and purchase are labels only: nothing derived from them is a feature.
+click and purchase are labels only: nothing derived from them is a feature. Our columnar CSV
+form of the same data (header ``click,purchase,<field>:0,..,<field>_length,...``) is read too.
 """
-from models.common.data import FieldPairParser
+from models.common.data import ColumnarCSVParser, FieldPairParser
 from models.common.features import Label, Schema, SequenceFeature
 from models.common.spec import Param, SpecError, positive_int
 
@@ -32,7 +33,23 @@ def max_len(config, field):
     return int(config.get(f"{MAX_LEN}.{field}") or DEFAULT_MAX_LEN.get(field, 1))
 
 
+def check_max_len(config):
+    """Every key under hyper_parameters.max_len is a field name (YAML reads an unquoted 109_14 as
+    the int 10914 and 210 as an int: such a key would be silently ignored)."""
+    node = config.get(MAX_LEN)
+    if node is None:
+        return
+    if not isinstance(node, dict):
+        raise SpecError(f"'{MAX_LEN}' must be a mapping of field name to the largest number of ids, got {node!r}")
+    for key in node:
+        if not isinstance(key, str) or key not in FIELDS:
+            hint = " (quote field names in YAML: \"109_14\": 256)" if not isinstance(key, str) else ""
+            raise SpecError(f"'{MAX_LEN}' has the key {key!r}, which is not an Ali-CCP field{hint}; "
+                            f"fields: {', '.join(FIELDS)}")
+
+
 def schema(config):
+    check_max_len(config)
     for key in REQUIRED:
         if config.get(key) is None:
             raise SpecError(f"required key '{key}' is missing (Ali-CCP data)")
@@ -44,6 +61,30 @@ def schema(config):
     return Schema(features)
 
 
+class AliCCPParser:
+    """Either form of an Ali-CCP file, chosen per file from its first line: a header starting
+    with ``click,`` -> our columnar CSV (``click,purchase,<field>:0,...,<field>_length,...``, the
+    schema's own padded layout, as ``datasets/ali-ccp/run.sh --format columnar`` writes it);
+    anything else -> PaddleRec's ``sample_id,click,purchase,<field>:<id>,...`` lines."""
+
+    signature = "aliccp-auto:1"
+
+    def __init__(self):
+        self.pairs = FieldPairParser(LABELS, FIELDS, max_len_hint=f" (raise it with -o {MAX_LEN}.<field>=N)")
+        self.columnar = ColumnarCSVParser({f: f"{MAX_LEN}.{f}" for f in FIELDS})
+
+    @staticmethod
+    def is_columnar(path):
+        with open(path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    return line.lstrip().startswith(b"click,")
+        return False
+
+    def read(self, path, schema, skip_bad_lines=False):
+        chosen = self.columnar if self.is_columnar(path) else self.pairs
+        return chosen.read(path, schema, skip_bad_lines)
+
+
 def parser():
-    return FieldPairParser(["click", "purchase"], FIELDS,
-                           max_len_hint=f" (raise it with -o {MAX_LEN}.<field>=N)")
+    return AliCCPParser()

@@ -34,6 +34,10 @@ class DygraphModel(MultiTaskModel):
         return [Task("ctr", "click", "binary", config.get("hyper_parameters.weight_ctr", 1.0)),
                 Task("ctcvr", "purchase", "binary", config.get("hyper_parameters.weight_ctcvr", 1.0))]
 
+    def check_config(self, config):
+        super().check_config(config)
+        aliccp.check_max_len(config)
+
     def metric_specs(self, tasks, mode):
         specs = super().metric_specs(tasks, mode)
         # CVR = P(purchase | click): evaluated on clicked impressions only.

@@ -161,3 +161,25 @@ def test_esmm_tasks_are_fixed(tmp_path):
     result = run_tool("tools/trainer.py", "-m", CONFIG, "-o", f"runner.model_save_path={tmp_path / 'x'}",
                       "hyper_parameters.tasks=[{name: cvr, label: purchase, type: binary}]")
     assert result.returncode == 2 and "hyper_parameters.tasks" in result.stderr
+
+
+def test_unquoted_field_names_under_max_len_are_refused(tmp_path):
+    """YAML reads an unquoted 109_14 as the int 10914: such a key would be silently ignored."""
+    from models.common.spec import SpecError
+    from tools.utils.config import parse_yaml
+
+    assert parse_yaml("{109_14: 8}") == {10914: 8}  # why the configs quote field names
+    config = load_config(CONFIG)
+    config.data["hyper_parameters"]["max_len"][10914] = 8
+    with pytest.raises(SpecError, match=r"max_len' has the key 10914.*quote field names"):
+        load_dygraph_model(CONFIG)().check_config(config)
+    config = load_config(CONFIG)
+    config.data["hyper_parameters"]["max_len"]["999"] = 8
+    with pytest.raises(SpecError, match="'999', which is not an Ali-CCP field"):
+        load_dygraph_model(CONFIG)().check_config(config)
+
+
+def test_config_max_len_bounds_are_applied(tmp_path):
+    config, dm, model = setup_model(tmp_path)
+    schema = load_module(os.path.join(FOLDER, "esmm_reader.py")).schema(config)
+    assert schema["109_14"].max_len == 8 and schema["210"].max_len == 4 and schema["101"].max_len == 1
