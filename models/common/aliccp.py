@@ -10,7 +10,7 @@ PaddleRec's padding id 0 with padding_idx), multi-valued ones (the user's behavi
 click and purchase are labels only: nothing derived from them is a feature. Our columnar CSV
 form of the same data (header ``click,purchase,<field>:0,..,<field>_length,...``) is read too.
 """
-from models.common.data import ColumnarCSVParser, FieldPairParser
+from models.common.data import CachedDataset, ColumnarCSVParser, FieldPairParser
 from models.common.features import Label, Schema, SequenceFeature
 from models.common.spec import Param, SpecError, positive_int
 
@@ -88,3 +88,15 @@ class AliCCPParser:
 
 def parser():
     return AliCCPParser()
+
+
+class RecDataset(CachedDataset):
+    """The reader every Ali-CCP model's config names (its folder's reader module re-exports it):
+    files converted once into the columnar cache."""
+
+    def __init__(self, file_list, config):
+        super().__init__(file_list, config, schema(config), parser())
+
+
+# tools/benchmark.py --baseline: PaddleRec's line-by-line ESMM reader of the same files
+PADDLEREC_FORMAT = "aliccp"

@@ -9,7 +9,7 @@ are ignored, and no label is ever part of ``features``.
 """
 import json
 
-from models.common.data import ColumnarCSVParser
+from models.common.data import CachedDataset, ColumnarCSVParser
 from models.common.features import DenseFeature, Schema
 from models.common.multitask import parse_tasks, task_labels
 from models.common.spec import Param, SpecError, positive_int
@@ -50,3 +50,11 @@ def parser(config=None):
         for i, t in enumerate(parse_tasks(config.get("hyper_parameters.tasks"))):
             keys.setdefault(t.label, f"hyper_parameters.tasks[{i}].label")
     return ColumnarCSVParser(keys)
+
+
+class RecDataset(CachedDataset):
+    """The reader every census model's config names (its folder's reader module re-exports it):
+    files converted once into the columnar cache."""
+
+    def __init__(self, file_list, config):
+        super().__init__(file_list, config, schema(config), parser(config))
