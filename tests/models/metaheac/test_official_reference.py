@@ -3,23 +3,26 @@ model's initial weights are loaded into our network, and one second-order meta-s
 rows must give the same meta-loss and the same gradient for every parameter.
 tests/fixtures/metaheac_official/reference.npz comes from make_reference.py beside it."""
 import os
-import sys
 
 import numpy as np
 import paddle
 
 from tests.conftest import REPO
+from tools.utils.config import load_config
+from tools.utils.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
-REFERENCE = os.path.join(REPO, "tests", "fixtures", "metaheac_official", "reference.npz")
-sys.path.insert(0, FOLDER)
-import dygraph_model as mh  # noqa: E402
-from lookalike_data import AD, DYNAMIC, STATIC  # noqa: E402
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "metaheac_official")
+REFERENCE = os.path.join(FIXTURE, "reference.npz")
+_SIZES = load_module(os.path.join(FIXTURE, "make_reference.py"))
+EMBED, EXPERTS, LOCAL_LR, MAX_IDS = _SIZES.EMBED, _SIZES.EXPERTS, _SIZES.LOCAL_LR, _SIZES.MAX_IDS
+MLP_DIMS, OUTPUTS, ROWS, TASKS = _SIZES.MLP_DIMS, _SIZES.OUTPUTS, _SIZES.ROWS, _SIZES.TASKS
+STATIC, DYNAMIC, AD = _SIZES.STATIC, _SIZES.DYNAMIC, _SIZES.AD  # the official field order
 
-from tools.utils.config import load_config  # noqa: E402
 
-sys.path.insert(0, os.path.join(REPO, "tests", "fixtures", "metaheac_official"))
-from make_reference import EMBED, EXPERTS, LOCAL_LR, MAX_IDS, MLP_DIMS, OUTPUTS, ROWS, TASKS  # noqa: E402
+def metaheac():
+    """MetaHeac's dygraph_model module, loaded from its folder (module names repeat across models)."""
+    return load_module(os.path.join(FOLDER, "dygraph_model.py"))
 
 
 def official_to_ours(ref, prefix):
@@ -53,6 +56,7 @@ def half(ref, name):
 def our_meta_step(first_order):
     """-> (meta-loss, {parameter: dense gradient}) of our meta-step from the official weights."""
     ref = np.load(REFERENCE)
+    mh = metaheac()
     dm = mh.DygraphModel()
     config = load_config(os.path.join(FOLDER, "config.yaml"), [
         f"hyper_parameters.max_idxs={MAX_IDS}", f"hyper_parameters.embed_dim={EMBED}",

@@ -11,14 +11,13 @@ import pytest
 
 from models.common.data import CachedDataset, DataFormatError, NumberRowsParser
 from models.common.features import DenseFeature, Label, Schema
+from datasets.movielens import make_pretrained_vectors as mpv
 from tests.conftest import REPO, run_tool
+from tools.utils.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "recall", "pretrained_dssm")
 CONFIG = os.path.join(FOLDER, "config.yaml")
-sys.path.insert(0, FOLDER)
-from net import PretrainedTwoTower  # noqa: E402
-
-from datasets.movielens import make_pretrained_vectors as mpv  # noqa: E402
+PretrainedTwoTower = load_module(os.path.join(FOLDER, "net.py")).PretrainedTwoTower
 
 SCHEMA = Schema([Label("label"), DenseFeature("user_vector", 2), DenseFeature("item_vector", 2)])
 
@@ -252,10 +251,7 @@ def test_training_memory_does_not_grow_with_the_file(tmp_path):
 
 
 def test_sample_is_what_make_sample_writes(tmp_path):
-    sys.path.insert(0, os.path.join(FOLDER, "data"))
-    import make_sample
-
-    make_sample.main(str(tmp_path))
+    load_module(os.path.join(FOLDER, "data", "make_sample.py")).main(str(tmp_path))
     for part in ("train/part-0.txt", "valid/part-0.txt", "vectors/users.npy", "vectors/items.npy",
                  "interactions/test.csv"):
         with open(tmp_path / part, "rb") as ours, open(os.path.join(FOLDER, "data", part), "rb") as shipped:
