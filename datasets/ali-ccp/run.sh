@@ -22,35 +22,10 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
 BASE="${ALICCP_BASE_URL:-https://paddlerec.bj.bcebos.com/esmm}"
-RAW=""
-OUT="$HERE"
-EXTRA=()
-
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --raw) [ $# -ge 2 ] || die "--raw needs a folder"; RAW="$2"; shift 2 ;;
-    --raw=*) RAW="${1#--raw=}"; shift ;;
-    --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT="$2"; shift 2 ;;
-    --out=*) OUT="${1#--out=}"; shift ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA+=("$@"); break ;;
-    *) die "unknown argument '$1' (options for preprocess.py go after --)" ;;
-  esac
-done
-
-if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
-elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
-else PY=python3; fi
-
-sha256_of() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
-  else shasum -a 256 "$1" | cut -d' ' -f1; fi
-}
+USAGE_LINES=12
+source "$HERE/../common.sh"  # die, usage, parse_args, PY, sha256_of
+parse_args "$@"
 
 # PaddleRec's preprocessed files: first line must look like id,0|1,0|1,<field>:<id>,...
 check_paddlerec_file() {

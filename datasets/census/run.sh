@@ -18,35 +18,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
 URL="${CENSUS_URL:-https://archive.ics.uci.edu/ml/machine-learning-databases/census-income-mld/census.tar.gz}"
-RAW=""
-OUT="$HERE"
-EXTRA=()
+USAGE_LINES=10
+source "$HERE/../common.sh"  # die, usage, parse_args, PY, sha256_of
+parse_args "$@"
 
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --raw) [ $# -ge 2 ] || die "--raw needs a folder"; RAW="$2"; shift 2 ;;
-    --raw=*) RAW="${1#--raw=}"; shift ;;
-    --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT="$2"; shift 2 ;;
-    --out=*) OUT="${1#--out=}"; shift ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA+=("$@"); break ;;
-    *) die "unknown argument '$1' (options for preprocess.py go after --)" ;;
-  esac
-done
-
-if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
-elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
-else PY=python3; fi
-
-sha256_of() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
-  else shasum -a 256 "$1" | cut -d' ' -f1; fi
-}
 records() { awk 'END { print NR }' "$1"; }  # counts a last line without a newline too
 
 # Unpack DIR/census.tar.gz or DIR/*.gz into the work folder $2 (never modifying DIR).

@@ -20,38 +20,14 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
 URL="${CRITEO_URL:-https://go.criteo.net/criteo-research-kaggle-display-advertising-challenge-dataset.tar.gz}"
 EXPECTED_LINES=45840617
 TRAIN_NAME=slot_train_data_full
 TEST_NAME=slot_test_data_full
 
-RAW=""
-OUT="$HERE"
-EXTRA=()
-
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --raw) [ $# -ge 2 ] || die "--raw needs a folder"; RAW="$2"; shift 2 ;;
-    --raw=*) RAW="${1#--raw=}"; shift ;;
-    --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT="$2"; shift 2 ;;
-    --out=*) OUT="${1#--out=}"; shift ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA+=("$@"); break ;;
-    *) die "unknown argument '$1' (options for preprocess.py go after --)" ;;
-  esac
-done
-
-if [ -n "${PYTHON:-}" ]; then
-  PY="$PYTHON"
-elif [ -x "$REPO/.venv/bin/python" ]; then
-  PY="$REPO/.venv/bin/python"
-else
-  PY=python3
-fi
+USAGE_LINES=10
+source "$HERE/../common.sh"  # die, usage, parse_args, PY, sha256_of
+parse_args "$@"
 
 file_size() { wc -c < "$1" | tr -d ' '; }
 
@@ -68,11 +44,6 @@ remote_size() {
     $1 ~ /^HTTP\// { status = $2; n = "" }
     tolower($1) == "content-length:" { n = $2 }
     END { if (status == 200 && n ~ /^[0-9]+$/) print n }'
-}
-
-sha256_of() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
-  else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
 
 # Download URL to $1 (resumable through $1.part), check its size, then rename.
