@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO
 from datasets.movielens import preprocess_retrieval as pre
+from tools.utils.loading import load_module
 
 RUN = os.path.join(REPO, "datasets", "movielens", "run.sh")
 SAMPLE = os.path.join(REPO, "datasets", "movielens", "sample")
@@ -49,8 +50,13 @@ def bash(*args, env=None):
     return subprocess.run(["bash", RUN, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})))
 
 
+def sample_raw(folder):
+    """The shipped sample's synthetic raw files (ml-100k layout), written by its make_sample.py."""
+    return load_module(os.path.join(SAMPLE, "make_sample.py")).write_raw(str(folder))
+
+
 def test_run_sh_raw_reproduces_the_shipped_sample(tmp_path):
-    done = bash("--raw", os.path.join(SAMPLE, "raw"), "--out", str(tmp_path), "--max-history", "20")
+    done = bash("--raw", sample_raw(tmp_path / "raw"), "--out", str(tmp_path), "--max-history", "20")
     assert done.returncode == 0, done.stderr
     for part in ("train/train.txt", "test/test.txt"):
         with open(tmp_path / "retrieval" / part, "rb") as a, open(os.path.join(SAMPLE, part), "rb") as b:
@@ -65,7 +71,7 @@ def test_run_sh_checks_the_archive_before_unpacking(tmp_path):
     archive = downloads / "ml-100k.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for name in ("u.data", "u.user", "u.item"):
-            z.write(os.path.join(SAMPLE, "raw", name), f"ml-100k/{name}")
+            z.write(os.path.join(sample_raw(tmp_path / "raw"), name), f"ml-100k/{name}")
     done = bash("--dataset", "ml-100k", "--out", str(tmp_path / "out"), env={"MOVIELENS_DOWNLOADS": str(downloads)})
     assert done.returncode == 4 and "expected 4924029" in done.stderr  # not the official archive
     assert not (downloads / "ml-100k").exists()

@@ -1,9 +1,10 @@
 """Write the synthetic MovieLens-shaped sample the retrieval models ship with (MovieLens itself
-may not be redistributed): raw files in the ml-100k layout (raw/u.data, u.user, u.item), then
-the same preprocessing as the real data (preprocess_retrieval.py) into train/, test/ and
-dataset.json. Deterministic (fixed seed): running it again rewrites the same bytes.
+may not be redistributed): synthetic raw files in the ml-100k layout (u.data, u.user, u.item)
+in a temporary folder - never in the repository - then the same preprocessing as the real data
+(preprocess_retrieval.py) into train/, test/ and dataset.json here. Deterministic (fixed seed):
+running it again rewrites the same bytes.
 
-    python datasets/movielens/sample/make_sample.py
+    python datasets/movielens/sample/make_sample.py [--raw-out DIR]   (DIR: keep the raw files there)
 
 Hidden model: 400 items in 8 taste clusters of 50; an item's genres are its cluster's genre plus
 sometimes a random one; within a cluster, popularity is Zipf-like. Each of 250 users has a
@@ -12,8 +13,10 @@ favourite cluster with probability 0.75, otherwise from a random one, by popular
 repeats. So the history (and the user features) tell which cluster the held-out item likely
 comes from: a model can beat the global most-popular list, which mixes all clusters.
 """
+import argparse
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -28,12 +31,12 @@ OCCUPATIONS = ["artist", "doctor", "educator", "engineer", "lawyer", "programmer
                "technician", "writer", "other"]
 
 
-def main():
+def write_raw(raw):
+    """The synthetic raw files (ml-100k layout) into folder ``raw``."""
     rng = np.random.default_rng(SEED)
     items = CLUSTERS * PER_CLUSTER
     cluster_of = np.repeat(np.arange(CLUSTERS), PER_CLUSTER)
     popularity = 1.0 / (np.arange(PER_CLUSTER) + 1.0) ** 0.8
-    raw = os.path.join(HERE, "raw")
     os.makedirs(raw, exist_ok=True)
     with open(os.path.join(raw, "u.item"), "w", encoding="latin-1") as f:
         for item in range(items):
@@ -62,7 +65,16 @@ def main():
                 ratings.append(f"{user + 1}\t{item + 1}\t{int(rng.integers(1, 6))}\t{time}")
     with open(os.path.join(raw, "u.data"), "w", encoding="latin-1") as f:
         f.write("\n".join(ratings) + "\n")
-    preprocess_retrieval.main(["--raw", raw, "--out", HERE, "--max-history", str(MAX_HISTORY)])
+    return raw
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw-out", help="keep the synthetic raw files in this folder")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = write_raw(args.raw_out or tmp)
+        preprocess_retrieval.main(["--raw", raw, "--out", HERE, "--max-history", str(MAX_HISTORY)])
 
 
 if __name__ == "__main__":

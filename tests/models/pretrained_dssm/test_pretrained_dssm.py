@@ -276,13 +276,15 @@ def test_movielens_run_sh_builds_the_vectors_step(tmp_path):
     --steps picks steps; an unknown step is refused)."""
     import subprocess
 
-    raw_dir = os.path.join(REPO, "datasets", "movielens", "sample", "raw")
+    raw_dir = load_module(os.path.join(REPO, "datasets", "movielens", "sample", "make_sample.py")).write_raw(
+        str(tmp_path / "raw"))
     run = lambda *a: subprocess.run(["bash", os.path.join(REPO, "datasets", "movielens", "run.sh"), *a],  # noqa: E731
                                     capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
-    result = run("--raw", raw_dir, "--out", str(tmp_path), "--steps", "pretrained")
+    out = tmp_path / "out"
+    result = run("--raw", raw_dir, "--out", str(out), "--steps", "pretrained")
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(tmp_path)) == ["pretrained"]
-    rows = np.load(tmp_path / "pretrained" / "train" / "part-0.npy")
+    assert sorted(os.listdir(out)) == ["pretrained"]
+    rows = np.load(out / "pretrained" / "train" / "part-0.npy")
     assert rows.shape[1] == 1 + 2 * 128 and set(np.unique(rows[:, 0])) == {0.0, 1.0}
-    result = run("--raw", raw_dir, "--out", str(tmp_path), "--steps", "nonsense")
+    result = run("--raw", raw_dir, "--out", str(out), "--steps", "nonsense")
     assert result.returncode == 2 and "unknown step nonsense" in result.stderr
