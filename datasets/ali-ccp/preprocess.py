@@ -38,14 +38,13 @@ import os
 import shutil
 import sys
 import tempfile
-import warnings
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 from models.common.aliccp import DEFAULT_MAX_LEN, FIELDS  # noqa: E402
-from models.common.data import iter_line_blocks  # noqa: E402
+from models.common.data import iter_line_blocks, parse_spaced_numbers  # noqa: E402
 
 BLOCK_BYTES = 4 << 20  # common features (long lines, few of them)
 SKELETON_BLOCK_BYTES = 256 << 10  # skeleton lines gain ~800 common pairs each: keeps a block ~1M pairs
@@ -57,15 +56,6 @@ FIELD_TEXT = [f.encode() for f in FIELDS]
 
 class RawDataError(ValueError):
     pass
-
-
-def _numbers(b):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        try:
-            return np.fromstring(b.tobytes(), sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
 
 
 def _hex_key(a, start, end):
@@ -148,7 +138,7 @@ def parse_block(raw, first_line, path, columns, numeric_columns):
     np.add.at(mark, p2 + 1, 1)
     np.add.at(mark, p3, -1)
     b = np.where(np.cumsum(mark[:-1]) > 0, a, 32).astype(np.uint8)
-    values = _numbers(b)
+    values = parse_spaced_numbers(b)
     k = len(numeric_columns)
     if values is None or len(values) != n * k + len(t_start):
         for r in range(n):  # slow path: name the first line with a non-number

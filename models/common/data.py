@@ -378,6 +378,19 @@ class NumberRowsParser:
                         bytes_done=(start + len(block)) * width * array.dtype.itemsize)
 
 
+def parse_spaced_numbers(b):
+    """float64 values of a uint8 buffer of numbers separated by spaces (one C-level pass), or None
+    when something in it is not a number (numpy then only warns: the warning is made an error)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            return np.fromstring(b.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+
+
 # ---- id,labels,field:feat,... (PaddleRec's Ali-CCP format) -------------------------------------
 class FieldPairParser:
     """Lines ``<sample id>,<label 1>,...,<label k>,<field>:<id>,<field>:<id>,...`` (PaddleRec's
@@ -480,7 +493,7 @@ class FieldPairParser:
         b = a.copy()
         b[blank] = 32
         b[comma] = 32
-        numbers = self._numbers(b)
+        numbers = parse_spaced_numbers(b)
         expected = int((commas[good] + 1 - 1).sum())  # every token but the sample id
         if numbers is None or len(numbers) != expected:
             # A value is not a number: name the first such line (slow path, lines of this chunk only).
@@ -537,17 +550,6 @@ class FieldPairParser:
             text[line - first_line] = b""
         columns, numbers, skipped = self._parse_block(b"\n".join(text), first_line, path, widths, True)
         return columns, numbers, skipped + len(bad_lines)
-
-    @staticmethod
-    def _numbers(b):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", DeprecationWarning)
-            try:
-                return np.fromstring(b.tobytes(), sep=" ")
-            except (ValueError, DeprecationWarning):
-                return None
 
     def _describe(self, line):
         """Why one line is malformed (slow path, for lines already known to be bad)."""
