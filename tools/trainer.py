@@ -17,7 +17,8 @@ from tools.utils.data import create_dataset, create_loader  # noqa: E402
 from tools.utils.loading import load_reader  # noqa: E402
 from tools.utils.runtime import evaluate, run_main, setup, train_step  # noqa: E402
 
-MONITOR = "valid_logloss"  # what early stopping and the best epoch go by (lower is better)
+METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
+MONITOR = f"valid_{METRIC}"
 
 
 def _format(values):
@@ -109,9 +110,9 @@ def train(ctx):
             ctx.log(f"early stopping: {MONITOR} has not improved for {patience} epoch(s)")
             break
     if valid is not None and history:
-        best = best_of(history)["epoch"]
+        best = best_of(history)
         load_checkpoint(save_path, BEST, model, config_key="runner.model_save_path")
-        ctx.log(f"restored the best epoch {best} ({MONITOR} {best_of(history)[MONITOR]:.6f}) from "
+        ctx.log(f"restored the best epoch {best['epoch']} ({MONITOR} {best[MONITOR]:.6f}) from "
                 f"{os.path.join(save_path, BEST)}")
     ctx.log(f"final parameter digest: {parameter_digest(model)} "
             f"({', '.join(f'{k}={v}' for k, v in math_environment().items())})")
@@ -132,9 +133,9 @@ def split_validation(config, dm, dataset, log):
             raise ConfigError("runner.early_stop_patience needs validation data: set runner.valid_data_dir "
                               "or runner.valid_fraction")
         return dataset, None
-    if MONITOR[len("valid_"):] not in dm.create_metrics("infer")[1]:
+    if METRIC not in dm.create_metrics("infer")[1]:
         raise ConfigError(f"runner.valid_data_dir / valid_fraction: this model's evaluation reports no "
-                          f"{MONITOR[len('valid_'):]} to select the best epoch by")
+                          f"{METRIC} to select the best epoch by")
     if valid_dir:
         return dataset, load_reader(config, "infer")(list_data_files(valid_dir, "runner.valid_data_dir"), config)
     if not 0 < fraction < 1:

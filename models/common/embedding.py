@@ -221,19 +221,9 @@ class BagEmbedding(FeatureEmbedding):
     def __init__(self, features, dim=None, sparse=False, init=("normal", None)):
         super().__init__(features, dim=dim, sparse=sparse, init=init)
         offsets, widths, field = [], [], []
-        base = {}
-        owners = self.offsets.numpy()
-        # The parent's offsets: one per sparse column, then max_len per sequence; pick one per feature.
-        position = 0
-        for f in self.sparse_features:
-            base[f.name] = int(owners[position])
-            position += 1
-        for f in self.sequence_features:
-            base[f.name] = int(owners[position])
-            position += self.max_len
         for index, f in enumerate(self.sparse_features + self.sequence_features):
             width = 1 if f in self.sparse_features else f.max_len
-            offsets.extend([base[f.name]] * width)
+            offsets.extend([self.table_offset[f.name]] * width)
             field.extend([index] * width)
             widths.append(width)
         self.num_fields = len(widths)

@@ -10,8 +10,10 @@ import numpy as np
 import paddle
 
 from models.common.data import DataFormatError
+from models.common.metrics import to_numpy
 from models.common.spec import SpecError
 from tools.utils.config import ConfigError, prepare_config, read_config
+from tools.utils.data import create_loader
 from tools.utils.loading import load_dygraph_model
 
 # Errors caused by the user's input: reported as one clear line, exit code 2.
@@ -117,9 +119,6 @@ def train_step(dygraph_model, model, optimizer, metrics, batch, config):
 def evaluate(dygraph_model, model, dataset, config, collect=False):
     """Evaluation metrics of ``model`` over ``dataset`` (the model's infer metrics, no gradient).
     -> (values {metric: number}, outputs {column: array} when ``collect`` else None)."""
-    from models.common.metrics import to_numpy
-    from tools.utils.data import create_loader
-
     metrics, names = dygraph_model.create_metrics("infer")
     for metric in metrics:
         metric.reset()
