@@ -72,31 +72,22 @@ def _title_year(titles):
 def load(raw_dir):
     """-> (ratings, users, items) as described in the module docstring."""
     kind = detect(raw_dir)
+    table = lambda name, sep, columns, ints: _ints(_read(os.path.join(raw_dir, name), sep, columns),  # noqa: E731
+                                                   os.path.join(raw_dir, name), ints)
+    rating_columns = ["user_id", "item_id", "rating", "timestamp"]
     if kind == "ml-100k":
-        path = os.path.join(raw_dir, "u.data")
-        ratings = _ints(_read(path, "\t", ["user_id", "item_id", "rating", "timestamp"]), path,
-                        ["user_id", "item_id", "rating", "timestamp"])
-        path = os.path.join(raw_dir, "u.user")
-        users = _ints(_read(path, "|", ["user_id", "age", "gender", "occupation", "zip"]), path,
-                      ["user_id", "age"])
-        path = os.path.join(raw_dir, "u.item")
+        ratings = table("u.data", "\t", rating_columns, rating_columns)
+        users = table("u.user", "|", ["user_id", "age", "gender", "occupation", "zip"], ["user_id", "age"])
         flags = [f"g{i}" for i in range(len(ML100K_GENRES))]
-        items = _ints(_read(path, "|", ["item_id", "title", "release", "video", "url"] + flags), path,
-                      ["item_id"] + flags)
-        genre_matrix = items[flags].to_numpy()
-        items["genres"] = [tuple(g for g, on in zip(ML100K_GENRES, row) if on) for row in genre_matrix]
+        items = table("u.item", "|", ["item_id", "title", "release", "video", "url"] + flags, ["item_id"] + flags)
+        items["genres"] = [tuple(g for g, on in zip(ML100K_GENRES, row) if on) for row in items[flags].to_numpy()]
     else:
-        path = os.path.join(raw_dir, "ratings.dat")
-        ratings = _ints(_read(path, "::", ["user_id", "item_id", "rating", "timestamp"]), path,
-                        ["user_id", "item_id", "rating", "timestamp"])
-        path = os.path.join(raw_dir, "users.dat")
-        users = _ints(_read(path, "::", ["user_id", "gender", "age", "occupation", "zip"]), path,
-                      ["user_id", "age"])
-        path = os.path.join(raw_dir, "movies.dat")
-        items = _ints(_read(path, "::", ["item_id", "title", "genre_text"]), path, ["item_id"])
+        ratings = table("ratings.dat", "::", rating_columns, rating_columns)
+        users = table("users.dat", "::", ["user_id", "gender", "age", "occupation", "zip"], ["user_id", "age"])
+        items = table("movies.dat", "::", ["item_id", "title", "genre_text"], ["item_id"])
         items["genres"] = [tuple(g for g in text.split("|") if g) for text in items["genre_text"]]
     items["title"], items["year"] = _title_year(items["title"])
-    ratings = (ratings[["user_id", "item_id", "rating", "timestamp"]]
+    ratings = (ratings[rating_columns]
                .sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True))
     users = users[["user_id", "gender", "age", "occupation", "zip"]].reset_index(drop=True)
     items = items[["item_id", "title", "year", "genres"]].reset_index(drop=True)
