@@ -146,3 +146,17 @@ def test_real_criteo_rows_train_and_infer(tmp_path):
     assert re.search(r"epoch 1 done: loss: [0-9.]+, samples: 85,", log)
     log = infer(out)
     assert re.search(r"infer epoch: 1, auc: [0-9.]+", log)
+
+
+@pytest.mark.parametrize("vendor, flags, expected", [
+    ("AuthenticAMD", "fpu sse avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl", "7"),
+    ("AuthenticAMD", "fpu sse avx2 fma avx512f", "5"),  # partial AVX-512 (no BW/DQ/VL): AVX2 kernels
+    ("AuthenticAMD", "fpu sse avx2 fma", "5"),
+    ("AuthenticAMD", "fpu sse avx", None),  # no AVX2: MKL's default
+    ("GenuineIntel", "fpu avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl", None),  # MKL picks itself
+])
+def test_mkl_code_path_follows_the_cpu_flags(vendor, flags, expected):
+    from tools.utils import mkl_code_path
+
+    cpuinfo = f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}\nbugs\t\t: sysret_ss_attrs\n"
+    assert mkl_code_path(cpuinfo) == expected

