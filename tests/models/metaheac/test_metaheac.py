@@ -372,6 +372,34 @@ def test_task_order_does_not_change_results():
     assert not np.allclose(forward[0], evaluator.predict_without_finetune(a))
 
 
+def test_finetune_on_seed_rows_equals_dense_finetune():
+    """TaskEvaluator adapts a copy of the seed rows' table rows only; the plain way - Adam over
+    every parameter, the whole table with a dense gradient - gives the same candidate scores."""
+    config, dm = _config("runner.infer_train_epoch=2", "hyper_parameters.batch_size=16")
+    _, evaluator, dataset, model = _evaluator(config, dm)
+    task = dataset.tasks[0]
+    fast = evaluator.finetune_and_predict(task)
+    evaluator.restore()
+    # The plain loop on a copy of the model, with the evaluator's batch order.
+    reference = _modules()[2]._model(config, sparse=False)  # dense table gradient
+    reference.set_state_dict(model.state_dict())
+    optimizer = paddle.optimizer.Adam(learning_rate=evaluator.lr, parameters=reference.parameters())
+    rng = np.random.default_rng([evaluator.seed, task.aid])
+    reference.train()
+    for _ in range(evaluator.epochs):
+        order = rng.permutation(len(task.stage1["label"]))
+        for i in range(0, len(order), evaluator.batch_size):
+            batch = {k: paddle.to_tensor(v[order[i:i + evaluator.batch_size]]) for k, v in task.stage1.items()}
+            dm.create_loss(reference(batch), batch["label"]).backward()
+            optimizer.step()
+            optimizer.clear_grad()
+    reference.eval()
+    with paddle.no_grad():
+        plain = reference({k: paddle.to_tensor(v) for k, v in task.stage2.items()}).numpy()
+    assert not np.allclose(fast, evaluator.predict_without_finetune(task), atol=1e-4)  # fine-tuning matters
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
+
+
 def test_single_label_task_is_skipped_not_zero():
     config, dm = _config("runner.infer_train_epoch=1")
     infer_meta, evaluator, dataset, _ = _evaluator(config, dm)
