@@ -249,6 +249,8 @@ def run_benchmark(config):
     result = {"settings": {**s, "first_order": first_order,
                            "lazy_mode": bool(config.get("hyper_parameters.optimizer.lazy_mode", False)),
                            "math_threads": _math_threads(),
+                           # MKL's kernels (tools/utils picks them on AMD CPUs): both sides use the same
+                           "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
                            "table_rows": int(sum(m + 1 for g in s["max_idxs"] for m in g))}}
     variants = {"ours_first_order": ("ours", True), "ours_second_order": ("ours", False),
                 "dense_first_order": ("dense", True), "dense_second_order": ("dense", False),
