@@ -29,6 +29,16 @@ def sub_params(params, prefix):
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def add_bias(x, bias):
+    """``x [..., B, out] + bias [out]`` (or ``[..., out]`` per leading index), computed as
+    ``x + ones[..., B, 1] @ bias[..., 1, out]``: the same sum (1 x b is exact), but its bias
+    gradient is a matmul instead of a broadcast reduction, which paddle's CPU kernels do much
+    slower - measured 3x for MetaHeac's [8, 1024, 64] expert layer, 1.4x for its [1024, 512] one,
+    forward + backward, and as much with a second-order pass."""
+    ones = paddle.ones(x.shape[:-1] + [1], dtype=x.dtype)
+    return x + paddle.matmul(ones, bias.unsqueeze(-2))
+
+
 _ACTIVATIONS = {
     "relu": F.relu,
     "sigmoid": F.sigmoid,
@@ -72,7 +82,7 @@ class MLP(nn.Layer):
     def forward(self, x, params=None):
         last = len(self.linears) - 1
         for i, linear in enumerate(self.linears):
-            x = F.linear(x, _param(linear, "weight", params, f"linears.{i}."),
+            x = add_bias(paddle.matmul(x, _param(linear, "weight", params, f"linears.{i}.")),
                          _param(linear, "bias", params, f"linears.{i}."))
             if i < last or self.last_activation:
                 x = self.activation(x)
@@ -133,10 +143,10 @@ class ExpertBank(nn.Layer):
             bias = _param(self, f"bias_{layer}", params)
             if layer == 0:  # [B, in] @ [in, E * out] -> [E, B, out]
                 wide = paddle.transpose(weight, [1, 0, 2]).reshape([weight.shape[1], -1])
-                x = (paddle.matmul(x, wide) + bias.reshape([-1])).reshape([batch, experts, out_dim])
+                x = add_bias(paddle.matmul(x, wide), bias.reshape([-1])).reshape([batch, experts, out_dim])
                 x = paddle.transpose(x, [1, 0, 2])
             else:  # [E, B, in] @ [E, in, out]
-                x = paddle.matmul(x, weight) + bias.unsqueeze(1)
+                x = add_bias(paddle.matmul(x, weight), bias)
             if layer < last or self.last_activation:
                 x = self.activation(x)
                 if self.dropout > 0 and self.training:
