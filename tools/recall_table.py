@@ -32,7 +32,7 @@ def run(model, mode, args, work):
                  f"runner.test_data_dir={data}/test", f"hyper_parameters.dataset_info_path={data}/dataset.json",
                  f"runner.epochs={args.epochs}", f"runner.infer_start_epoch={args.epochs - 1}",
                  f"runner.infer_end_epoch={args.epochs}", f"runner.train_batch_size={args.batch_size}",
-                 f"runner.print_interval=100000", f"runner.seed={args.seed}",
+                 "runner.print_interval=100000", f"runner.seed={args.seed}",
                  f"hyper_parameters.retrieval.index={args.index}"]
     if mode != "default":
         overrides.append(f"hyper_parameters.mode={mode}")

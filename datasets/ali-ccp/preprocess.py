@@ -261,7 +261,6 @@ def format_lines(sample_id, click, buy, pair_row, pair_field, pair_id):
     """Bytes of the output lines, built with numpy (pairs grouped by row, in output order)."""
     n = len(sample_id)
     head_vals = [sample_id, click, buy]
-    pieces = []  # (row, order within row, uint8 matrix, lengths)
     field_mat = np.zeros((len(FIELDS), 8), np.uint8)
     field_len = np.array([len(t) for t in FIELD_TEXT])
     for i, t in enumerate(FIELD_TEXT):

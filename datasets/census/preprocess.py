@@ -66,7 +66,6 @@ def read_raw(path):
     a = np.frombuffer(raw, dtype=np.uint8)
     newline = np.flatnonzero(a == 10)
     ends = np.r_[newline, len(a)] if (len(a) and a[-1] != 10) else newline
-    starts = np.r_[0, ends[:-1] + 1]
     commas = np.bincount(np.searchsorted(ends, np.flatnonzero(a == 44)), minlength=len(ends))
     visible = np.bincount(np.searchsorted(ends, np.flatnonzero(a > 32)), minlength=len(ends))
     rows = np.flatnonzero(visible > 0)

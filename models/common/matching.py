@@ -19,7 +19,6 @@ Modes, on logits pos [B] and neg [B, K] (mask [B, K]: which negatives count):
     pair   BPR  mean -log sigmoid(pos - neg)   or   hinge  mean max(0, margin - (pos - neg))
     list   softmax cross-entropy over [pos, neg_1 .. neg_K], the positive as target
 """
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F

@@ -28,7 +28,6 @@ import json
 import os
 
 import numpy as np
-import paddle
 
 from models.common.base_model import BaseDygraphModel
 from models.common.embedding import FeatureEmbedding

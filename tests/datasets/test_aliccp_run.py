@@ -84,7 +84,7 @@ def test_label_leakage_guard_features_do_not_depend_on_labels(tmp_path):
     (f"4,1,0,aaaa000000000001,2,{feature_list([('205', 1)])}", "line 4: feature_num is 2 but the line has 1 features"),
     (f"4,1,0,cccc000000000009,1,{feature_list([('205', 1)])}", "line 4: its common_feature_index is not in the common"),
     (f"4,0,1,aaaa000000000001,1,{feature_list([('205', 1)])}", "line 4: conversion without a click"),
-    (f"4,1,0,aaaa000000000001,1", "line 4: expected 6 comma-separated columns, found 5"),
+    ("4,1,0,aaaa000000000001,1", "line 4: expected 6 comma-separated columns, found 5"),
     (f"4,1,0,aaaa000000000001,1,205{A}x{B}1.0", "line 4: 'x' is not a number"),
     (f"4,1,0,aaaa000000000001,1,205{B}1.0", "line 4: feature '205\\x031.0' is not field"),
 ])

@@ -3,7 +3,6 @@ download path's checks) on generated data, and on the real ml-100k when it is pr
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import zipfile
 
