@@ -3,6 +3,8 @@ import glob
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -160,3 +162,58 @@ def test_mkl_code_path_follows_the_cpu_flags(vendor, flags, expected):
 
     cpuinfo = f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}\nbugs\t\t: sysret_ss_attrs\n"
     assert mkl_code_path(cpuinfo) == expected
+
+
+_REFAULT_PROBE = """
+import numpy as np
+import tools.utils
+def faults():
+    return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
+counts = []
+for cycle in range(3):  # a step's worth of 8 MiB tensors, all freed at the end of the step
+    start = faults()
+    blocks = [np.ones(2 << 20, dtype=np.float32) for _ in range(10)]
+    del blocks
+    counts.append(faults() - start)
+print(counts[0], counts[1] + counts[2])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc and /proc are Linux's")
+def test_freed_memory_is_reused_without_new_page_faults():
+    """After tools.utils, later 'steps' reuse the first one's pages instead of faulting them in
+    again; with glibc's defaults (kept when the user sets a malloc tunable, here one that changes
+    nothing) each step faults as many pages as the first."""
+    def faults(**env):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+        out = subprocess.run([sys.executable, "-c", _REFAULT_PROBE], cwd=REPO, env={**clean, **env},
+                             capture_output=True, text=True, check=True).stdout
+        return [int(n) for n in out.split()[-2:]]
+
+    first, later = faults()
+    assert first > 0 and later < first / 10
+    first, later = faults(GLIBC_TUNABLES="glibc.malloc.perturb=0")
+    assert later > first  # two more steps, each faulting its pages in again
+
+
+def test_keep_freed_memory_leaves_a_users_malloc_settings(monkeypatch):
+    from tools.utils import MALLOPT_SETTINGS, _keep_freed_memory
+
+    class FakeLibc:
+        def __init__(self):
+            self.calls = []
+
+        def mallopt(self, param, value):
+            self.calls.append((param, value))
+            return 1
+
+    for name in [n for n in os.environ if n.startswith("MALLOC_")] + ["GLIBC_TUNABLES"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")  # not a malloc setting
+    libc = FakeLibc()
+    assert _keep_freed_memory(libc) and libc.calls == list(MALLOPT_SETTINGS)
+    for name, value in (("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0"), ("MALLOC_ARENA_MAX", "2")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            libc = FakeLibc()
+            assert not _keep_freed_memory(libc) and libc.calls == []
