@@ -5,7 +5,10 @@ vocabularies, batch 4, 5 tasks, 64-dim embeddings):
 - meta-step: row-subset fast weights (ours) vs dense fast weights over the whole table
   (W' = W - lr * dW for every row, as PaddleRec), both followed by the Adam step;
 - per-task fine-tuning: in-memory restore + Adam over the task's rows and the dense weights (ours)
-  vs re-reading the checkpoint + dense Adam over all parameters (as PaddleRec's infer_meta.py).
+  vs re-reading the checkpoint + dense Adam over all parameters (as PaddleRec's infer_meta.py);
+- with ``benchmark.paddlerec_code_dir`` (a PaddlePaddle/PaddleRec checkout's
+  models/multitask/metaheac folder), PaddleRec's own code's meta-step as well, unmodified, in the
+  same interleaved run.
 
     python models/multitask/metaheac/benchmark_meta.py -m models/multitask/metaheac/config.yaml [-o benchmark.meta_steps=5]
 
@@ -35,11 +38,14 @@ from net import MetaHeacLayer  # noqa: E402
 from reader_infer import RecDataset as InferDataset  # noqa: E402
 from reader_infer import Task  # noqa: E402
 from reader_train import RecDataset as TrainDataset  # noqa: E402
+from tools.utils.loading import load_module  # noqa: E402
 
 DEFAULTS = {"max_idxs": None, "batch_size": 4, "task_count": 5, "meta_steps": 3, "finetune_tasks": 2,
             "finetune_seed_rows": 1000, "finetune_batch_size": 32,
             # the published configuration's size (config_bigdata.yaml); 0 skips it
-            "large_batch_size": 1024, "large_meta_steps": 3, "large_finetune_seed_rows": 2048}
+            "large_batch_size": 1024, "large_meta_steps": 3, "large_finetune_seed_rows": 2048,
+            # PaddleRec's own MetaHeac folder (models/multitask/metaheac of a PaddleRec checkout); "" skips it
+            "paddlerec_code_dir": ""}
 
 
 def _settings(config):
@@ -147,6 +153,70 @@ def paddlerec_meta_loss(model, support, query, local_lr):
     return paddle.stack(losses).mean()
 
 
+def load_paddlerec_metaheac(folder):
+    """PaddleRec's own DygraphModel class from ``folder`` (its dygraph_model.py, which imports its
+    net.py as ``net``). Our modules of the same names (net, dygraph_model, ...) stay in place:
+    sys.modules and sys.path are restored after the import."""
+    missing = [n for n in ("net.py", "dygraph_model.py") if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise FileNotFoundError(f"benchmark.paddlerec_code_dir: {folder!r} has no {', '.join(missing)} (expected "
+                                "the models/multitask/metaheac folder of a PaddlePaddle/PaddleRec checkout)")
+    names = [n[:-3] for n in os.listdir(folder) if n.endswith(".py")]
+    saved, path = {n: sys.modules.get(n) for n in names}, list(sys.path)
+    try:
+        return load_module(os.path.join(folder, "dygraph_model.py")).DygraphModel
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+        sys.path[:] = path
+
+
+def paddlerec_inputs(columns):
+    """Rows {column: array [N, ...]} in PaddleRec's input layout: [static ids [N, 7], the multi-hot
+    ids concatenated [N, 50], their lengths [N, 7], ad ids [N, 6]], labels [N] (int64)."""
+    x = [paddle.to_tensor(np.stack([columns[n] for n in STATIC], axis=1)),
+         paddle.to_tensor(np.concatenate([columns[n] for n in DYNAMIC], axis=1)),
+         paddle.to_tensor(np.stack([columns[n + "_length"] for n in DYNAMIC], axis=1)),
+         paddle.to_tensor(np.stack([columns[n] for n in AD], axis=1))]
+    return x, paddle.to_tensor(np.asarray(columns["label"]).astype(np.int64))
+
+
+def paddlerec_feeds(batch):
+    """A meta-batch ({"support", "query"}: {column: [T, B, ...]}) as PaddleRec's train_forward
+    takes it: [x_spt, y_spt, x_qry, y_qry], one paddlerec_inputs entry per task."""
+    feeds = []
+    for side in (batch["support"], batch["query"]):
+        inputs = [paddlerec_inputs({k: v[t] for k, v in side.items()}) for t in range(len(side["label"]))]
+        feeds += [[x for x, _ in inputs], [y for _, y in inputs]]
+    return feeds
+
+
+class PaddleRecCodeRunner:
+    """PaddleRec's own meta-step, stepped as its tools/trainer.py steps it: its train_forward
+    (per task: support backward, dense fast weights for every parameter, query loss, AUC update),
+    then clear_grad, backward and the Adam step. Its network applies only the first layer of each
+    expert MLP; the rest is the same model."""
+
+    def __init__(self, config, folder):
+        paddle.seed(config.get("runner.seed"))
+        self.config, self.dm = config, load_paddlerec_metaheac(folder)()
+        self.model = self.dm.create_model(config)
+        self.optimizer = self.dm.create_optimizer(self.model, config)
+        self.metrics = self.dm.create_metrics()[0]
+        self.times = []
+
+    def step(self, batch):
+        start = time.perf_counter()
+        loss, self.metrics, _ = self.dm.train_forward(self.model, self.metrics, paddlerec_feeds(batch), self.config)
+        self.optimizer.clear_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.times.append(time.perf_counter() - start)
+
+
 class _MetaRunner:
     """One timed meta-step variant with its own model and optimizer."""
 
@@ -173,11 +243,14 @@ class _MetaRunner:
         self.times.append(time.perf_counter() - start)
 
 
-def time_meta_steps(config, batches, variants):
-    """{name: median seconds per meta-step} for ``variants`` ({name: (kind, first_order)}), run
-    interleaved (step i of every variant, then step i + 1) so that machine load hits all alike;
-    the first step of each pays one-off allocations and is not counted."""
+def time_meta_steps(config, batches, variants, paddlerec_code_dir=""):
+    """{name: median seconds per meta-step} for ``variants`` ({name: (kind, first_order)}) and,
+    with ``paddlerec_code_dir``, PaddleRec's own code ("paddlerec_code"), run interleaved (step i
+    of every variant, then step i + 1) so that machine load hits all alike; the first step of
+    each pays one-off allocations and is not counted."""
     runners = {name: _MetaRunner(config, kind, fo) for name, (kind, fo) in variants.items()}
+    if paddlerec_code_dir:
+        runners["paddlerec_code"] = PaddleRecCodeRunner(config, paddlerec_code_dir)
     for batch in batches:
         for runner in runners.values():
             runner.step(batch)
@@ -212,29 +285,67 @@ def _paddlerec_finetune(config, model, path, task):
         return model(_tensors(task.stage2)).numpy()
 
 
+def paddlerec_code_finetune(dm, model, path, task, config):
+    """PaddleRec's infer.py for one task with its own code: reload the meta-trained weights, a fresh
+    Adam over every parameter, infer_train_epoch passes of infer_train_forward over the seed rows,
+    then infer_forward over the candidates (which updates its AUC metrics)."""
+    model.set_state_dict(paddle.load(path))
+    optimizer = dm.create_optimizer(model, config, "infer")
+    size = config.get("hyper_parameters.batch_size")
+
+    def batches(rows):
+        x, y = paddlerec_inputs(rows)
+        return [([part[i:i + size] for part in x], y[i:i + size]) for i in range(0, len(rows["label"]), size)]
+
+    model.train()
+    for _ in range(config.get("runner.infer_train_epoch")):
+        for batch in batches(task.stage1):
+            loss = dm.infer_train_forward(model, list(batch), config)
+            model.clear_gradients()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    metrics, local = dm.create_metrics()[0], dm.create_metrics()[0]
+    with paddle.no_grad():
+        for batch in batches(task.stage2):
+            dm.infer_forward(model, metrics, local, list(batch), config)
+
+
 def _time_finetune(config, s, batch_size, seed_rows):
-    """Fine-tune + score one test task: PaddleRec's loop vs TaskEvaluator, interleaved."""
+    """Fine-tune + score one test task: PaddleRec's loop (and, with paddlerec_code_dir, PaddleRec's
+    own code) vs TaskEvaluator, interleaved."""
     tune_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": batch_size})
     task = _benchmark_task(tune_cfg, seed_rows)
     paddle.seed(config.get("runner.seed"))
     model = _model(tune_cfg, sparse=False)
     baseline = PaddleRecStyleNet(tune_cfg)
     evaluator = TaskEvaluator(model, DygraphModel(), tune_cfg)
-    times = {"paddlerec": [], "ours": []}
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "paddlerec.pdparams")
         paddle.save(baseline.state_dict(), path)
+        sides = {"paddlerec": lambda: _paddlerec_finetune(tune_cfg, baseline, path, task),
+                 "ours": lambda: evaluator.finetune_and_predict(task)}
+        if s["paddlerec_code_dir"]:
+            code = PaddleRecCodeRunner(tune_cfg, s["paddlerec_code_dir"])
+            code_path = os.path.join(folder, "paddlerec_code.pdparams")
+            paddle.save(code.model.state_dict(), code_path)
+            sides["paddlerec_code"] = lambda: paddlerec_code_finetune(code.dm, code.model, code_path, task, tune_cfg)
+        times = {name: [] for name in sides}
         for i in range(s["finetune_tasks"] + 1):  # the first round is a warm-up
-            for name, run in (("paddlerec", lambda: _paddlerec_finetune(tune_cfg, baseline, path, task)),
-                              ("ours", lambda: evaluator.finetune_and_predict(task))):
+            for name, run in sides.items():
                 start = time.perf_counter()
                 run()
                 if i:
                     times[name].append(time.perf_counter() - start)
     ours, theirs = float(np.median(times["ours"])), float(np.median(times["paddlerec"]))
-    return {"finetune_batch_size": batch_size, "finetune_seed_rows": seed_rows,
-            "finetune_candidate_rows": len(task.stage2["label"]), "paddlerec_style_seconds_per_task": theirs,
-            "finetune_seconds_per_task": ours, "finetune_speedup": theirs / ours}
+    result = {"finetune_batch_size": batch_size, "finetune_seed_rows": seed_rows,
+              "finetune_candidate_rows": len(task.stage2["label"]), "paddlerec_style_seconds_per_task": theirs,
+              "finetune_seconds_per_task": ours, "finetune_speedup": theirs / ours}
+    if "paddlerec_code" in times:
+        code_seconds = float(np.median(times["paddlerec_code"]))
+        result.update(paddlerec_code_finetune_seconds_per_task=code_seconds,
+                      paddlerec_code_finetune_speedup=code_seconds / ours)
+    return result
 
 
 def _math_threads():
@@ -262,8 +373,12 @@ def run_benchmark(config):
         meta_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": batch_size,
                                 "hyper_parameters.task_count": s["task_count"]})
         sampler = TrainDataset(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"), meta_cfg)
-        seconds = time_meta_steps(meta_cfg, [sampler[i] for i in range(steps + 1)], variants)
+        seconds = time_meta_steps(meta_cfg, [sampler[i] for i in range(steps + 1)], variants, s["paddlerec_code_dir"])
         figures = {"batch_size": batch_size}
+        if "paddlerec_code" in seconds:
+            figures["paddlerec_code_meta_step_seconds"] = seconds["paddlerec_code"]
+            for order in ("first_order", "second_order"):
+                figures[f"paddlerec_code_speedup_{order}"] = seconds["paddlerec_code"] / seconds[f"ours_{order}"]
         for order in ("first_order", "second_order"):
             figures[f"meta_step_seconds_{order}"] = seconds[f"ours_{order}"]
             figures[f"dense_baseline_meta_step_seconds_{order}"] = seconds[f"dense_{order}"]
