@@ -7,8 +7,8 @@ vocabularies, batch 4, 5 tasks, 64-dim embeddings):
 - per-task fine-tuning: in-memory restore + Adam over the task's rows and the dense weights (ours)
   vs re-reading the checkpoint + dense Adam over all parameters (as PaddleRec's infer_meta.py);
 - with ``benchmark.paddlerec_code_dir`` (a PaddlePaddle/PaddleRec checkout's
-  models/multitask/metaheac folder), PaddleRec's own code's meta-step as well, unmodified, in the
-  same interleaved run.
+  models/multitask/metaheac folder), PaddleRec's own code as well (its meta-step and its per-task
+  fine-tuning), unmodified, in the same interleaved runs.
 
     python models/multitask/metaheac/benchmark_meta.py -m models/multitask/metaheac/config.yaml [-o benchmark.meta_steps=5]
 
