@@ -55,10 +55,11 @@ def _keep_freed_memory(libc=None):
 
     Paddle's CPU tensors come from malloc. With glibc's defaults, large blocks are fresh mmaps
     (until a dynamic threshold has grown) and the free top of the heap is returned to the kernel
-    once it exceeds twice that threshold, so every meta-step faults its memory in again: 41k page
-    faults per MetaHeac meta-step at batch 1024 (4.4k with these settings), ~20% of the step on
-    a VM, where a page fault is expensive. Peak memory does not change; memory freed after the
-    peak stays with the process.
+    once it exceeds twice that threshold, so every meta-step faults its memory in again: 34-44k
+    page faults per MetaHeac second-order meta-step at batch 1024, 1.8-2.0k with these settings.
+    What that saves depends on what a fault costs on the host: from nothing to ~20% of the step on
+    this project's VM (docs/benchmarks.md, "Stop 16"). Peak memory does not change; memory freed
+    after the peak stays with the process.
     Returns True when the settings were applied; malloc settings the user made (MALLOC_*
     variables, glibc.malloc tunables) win: nothing is changed."""
     user_set = any(name.startswith("MALLOC_") for name in os.environ) or "glibc.malloc." in os.environ.get(
