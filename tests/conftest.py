@@ -9,7 +9,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 DEEPFM_CONFIG = os.path.join(REPO, "models", "rank", "deepfm", "config.yaml")
 

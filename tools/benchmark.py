@@ -41,7 +41,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
@@ -49,7 +51,7 @@ from models.common.data import list_data_files  # noqa: E402
 from tools.utils import benchmarking as bm  # noqa: E402
 from tools.utils.checkpoint import write_json  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
-from tools.utils.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
+from models.common.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, seed_everything, setup  # noqa: E402
 
 

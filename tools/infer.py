@@ -13,14 +13,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pandas as pd  # noqa: E402
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import paddle  # noqa: E402
 
 from tools.utils.checkpoint import (best_epoch, check_writable, complete_epochs, config_differences, load_checkpoint,  # noqa: E402
                                     read_run, write_atomic, write_json)
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.data import create_dataset  # noqa: E402
-from tools.utils.loading import load_reader  # noqa: E402
+from models.common.loading import load_reader  # noqa: E402
 from tools.utils.runtime import evaluate, run_main, setup  # noqa: E402
 
 

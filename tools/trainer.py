@@ -6,7 +6,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import paddle  # noqa: E402
 
 from models.common.data import RowRange, list_data_files  # noqa: E402
@@ -14,7 +16,7 @@ from tools.utils.checkpoint import (BEST, load_checkpoint, prepare_save_path, sa
                                     write_run)
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
-from tools.utils.loading import load_reader  # noqa: E402
+from models.common.loading import load_reader  # noqa: E402
 from tools.utils.runtime import evaluate, run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)

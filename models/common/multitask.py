@@ -25,6 +25,7 @@ from models.common.base_model import BaseDygraphModel
 from models.common.embedding import BagEmbedding
 from models.common.features import DenseFeature, Label, SparseFeature
 from models.common.layers import MLP, ExpertBank
+from models.common.loading import reader_module
 from models.common.metrics import AUC, LogLoss, RunningAUC, to_numpy
 from models.common.spec import Param, SpecError
 
@@ -281,17 +282,11 @@ class Towers(nn.Layer):
 
 
 def reader_schema(config):
-    """The schema of the reader a config names (``runner.train_reader_path``: a module in the
-    model folder with ``schema(config)``), for models that read several data sets (MMoE on
-    Census or Ali-CCP)."""
-    import importlib
-    import os
-
-    path = config.get("runner.train_reader_path")
-    name = os.path.splitext(os.path.basename(path))[0]
-    module = importlib.import_module(name)
+    """The schema of the reader a config names (``runner.train_reader_path``), for models that
+    read several data sets (MMoE on census or Ali-CCP)."""
+    module = reader_module(config, "train")
     if not hasattr(module, "schema"):
-        raise SpecError(f"'runner.train_reader_path': {name} declares no schema(config)")
+        raise SpecError(f"'runner.train_reader_path': {module.__name__} declares no schema(config)")
     return module.schema(config)
 
 

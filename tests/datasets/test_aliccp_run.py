@@ -116,7 +116,7 @@ def test_columnar_output_reads_as_the_same_batches(tmp_path):
     import numpy as np
 
     from tools.utils.config import load_config
-    from tools.utils.loading import load_module
+    from models.common.loading import load_module
 
     write_raw(tmp_path / "raw")
     env = dict(os.environ, PYTHON=sys.executable)

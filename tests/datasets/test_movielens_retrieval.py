@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from datasets.movielens import preprocess_retrieval as pre
-from tools.utils.loading import load_module
+from models.common.loading import load_module
 
 RUN = os.path.join(REPO, "datasets", "movielens", "run.sh")
 SAMPLE = os.path.join(REPO, "datasets", "movielens", "sample")

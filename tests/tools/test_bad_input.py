@@ -10,7 +10,7 @@ from tests.conftest import DEEPFM_CONFIG, REPO, run_tool, write_criteo_like
 from tests.tools.test_distributed import TINY, write_tiny_data
 from tools.utils import checkpoint
 from tools.utils.config import load_config
-from tools.utils.loading import load_module
+from models.common.loading import load_module
 
 
 def leftovers(folder):

@@ -19,7 +19,7 @@ SMALL_TABLE = "hyper_parameters.sparse_feature_number=100003"  # ids are re-hash
 
 
 def _criteo_module():
-    from tools.utils.loading import load_module
+    from models.common.loading import load_module
 
     return load_module(os.path.join(DEEPFM_DIR, "criteo_reader.py"))
 
@@ -217,7 +217,7 @@ def test_paddlerec_esmm_baseline_matches_our_ali_ccp_reader(tmp_path):
     """The Ali-CCP baseline (PaddleRec's ESMM reader, line by line) feeds the network the rows our
     bulk reader produces, every field:id pair included."""
     from tools.utils.config import load_config
-    from tools.utils.loading import load_module
+    from models.common.loading import load_module
 
     esmm = os.path.join(REPO, "models", "multitask", "esmm")
     module = load_module(os.path.join(esmm, "esmm_reader.py"))

@@ -103,7 +103,12 @@ def test_relative_paths_resolve_against_config_folder(config_file, tmp_path, mon
     folder = os.path.dirname(config_file)
     config = load_config(config_file, ["runner.model_save_path=elsewhere"])
     assert config.get("runner.train_data_dir") == os.path.join(folder, "data", "train")
-    assert config.get("runner.train_reader_path") == os.path.join(folder, "reader")
+    # A reader named by module (a file of the config's folder or a data set) stays a name; a reader
+    # given as a path resolves like any path.
+    assert config.get("runner.train_reader_path") == "reader"
+    config = load_config(config_file, ["runner.infer_reader_path=sub/reader.py"])
+    assert config.get("runner.infer_reader_path") == os.path.join(str(tmp_path), "sub", "reader.py")
+    config = load_config(config_file, ["runner.model_save_path=elsewhere"])
     # A path typed on the command line is relative to the current directory.
     assert config.get("runner.model_save_path") == os.path.join(str(tmp_path), "elsewhere")
 

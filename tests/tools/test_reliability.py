@@ -15,7 +15,7 @@ from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
 from tests.tools.test_bad_input import assert_user_error, tiny
 from tools.utils import checkpoint
 from tools.utils.config import ConfigError, load_config
-from tools.utils.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model, load_module
 
 METAHEAC = os.path.join(REPO, "models", "multitask", "metaheac")
 METAHEAC_CONFIG = os.path.join(METAHEAC, "config.yaml")

@@ -167,6 +167,7 @@ def test_mkl_code_path_follows_the_cpu_flags(vendor, flags, expected):
 _REFAULT_PROBE = """
 import numpy as np
 import tools.utils
+tools.utils.prepare_process()
 def faults():
     return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
 counts = []
@@ -181,7 +182,7 @@ print(counts[0], counts[1] + counts[2])
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc and /proc are Linux's")
 def test_freed_memory_is_reused_without_new_page_faults():
-    """After tools.utils, later 'steps' reuse the first one's pages instead of faulting them in
+    """After tools.utils.prepare_process(), later 'steps' reuse the first one's pages instead of faulting them in
     again; with glibc's defaults (kept when the user sets a malloc tunable, here one that changes
     nothing) each step faults as many pages as the first."""
     def faults(**env):

@@ -1,13 +1,10 @@
-"""Runner utilities. Importing this package before paddle tunes the process for paddle's CPU
-math (see ``_pick_mkl_code_path`` and ``_keep_freed_memory``) and silences paddle's import-time
-ccache warning."""
+"""Runner utilities. ``prepare_process()``, called by every entry point before paddle is imported,
+tunes the process for paddle's CPU math (``_pick_mkl_code_path``, ``_keep_freed_memory``) and
+silences paddle's import-time ccache warning; importing this package changes nothing."""
 import ctypes
 import os
 import sys
 import warnings
-
-# PaddlePaddle warns at import that ccache (for compiling custom C++ ops) is missing; we compile none.
-warnings.filterwarnings("ignore", message="No ccache found")
 
 # MKL_DEBUG_CPU_TYPE values of MKL's kernels, best first, with the CPU flags each needs.
 MKL_CODE_PATHS = (("7", ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")),  # AVX-512
@@ -73,5 +70,10 @@ def _keep_freed_memory(libc=None):
         return False
 
 
-_pick_mkl_code_path()
-_keep_freed_memory()
+def prepare_process():
+    """What an entry point does before ``import paddle``: MKL's kernels for this CPU, freed memory
+    kept for reuse, and no warning about ccache (paddle's, for compiling custom C++ ops; we compile
+    none). Settings made by the user win (see the two functions)."""
+    warnings.filterwarnings("ignore", message="No ccache found")
+    _pick_mkl_code_path()
+    _keep_freed_memory()

@@ -7,6 +7,7 @@ import re
 
 import yaml
 
+from models.common.loading import READER_KEYS, is_module_name
 from models.common.spec import SpecError
 
 
@@ -254,6 +255,8 @@ class Config:
         for key, value in _flatten(self.data).items():
             if keys is not None and key not in keys:
                 continue
+            if key in READER_KEYS.values() and is_module_name(value):
+                continue  # a module name (a file of the config's folder or a data set), see models.common.loading
             if key.endswith(PATH_SUFFIXES) and isinstance(value, str) and value:
                 self.set(key, os.path.normpath(os.path.join(base or self.folder, os.path.expanduser(value))))
         return self

@@ -14,7 +14,7 @@ from models.common.metrics import to_numpy
 from models.common.spec import SpecError
 from tools.utils.config import ConfigError, prepare_config, read_config
 from tools.utils.data import create_loader
-from tools.utils.loading import load_dygraph_model
+from models.common.loading import load_dygraph_model
 
 # Errors caused by the user's input: reported as one clear line, exit code 2.
 # (tools.utils.checkpoint.CheckpointError is a ConfigError.)

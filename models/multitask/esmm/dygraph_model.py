@@ -5,11 +5,11 @@ logloss(pCTCVR, purchase). Metrics: ``auc_ctr`` (all impressions), ``auc_ctcvr``
 impressions) and ``auc_cvr`` - pCVR against purchase on the clicked impressions only, as the
 paper evaluates CVR; logloss of CTR and CTCVR when evaluating. Training logs and infer use the
 same metric code on the same network outputs."""
-from esmm_reader import schema
+from .esmm_reader import schema
 from models.common import aliccp
 from models.common.multitask import MetricSpec, MultiTaskModel, Task
 from models.common.spec import Param, positive_ints
-from net import ESMMLayer
+from .net import ESMMLayer
 
 
 class DygraphModel(MultiTaskModel):

@@ -14,6 +14,7 @@ vocabularies, batch 4, 5 tasks, 64-dim embeddings):
 
 tools/benchmark.py calls ``run_benchmark(config)``.
 """
+import importlib.util
 import json
 import os
 import sys
@@ -26,19 +27,20 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import paddle  # noqa: E402
 
-from dygraph_model import DygraphModel, meta_loss, task_batch  # noqa: E402
-from infer_meta import TaskEvaluator, _tensors  # noqa: E402
-from lookalike_data import AD, DYNAMIC, STATIC, schema  # noqa: E402
+from .dygraph_model import DygraphModel, meta_loss, task_batch  # noqa: E402
+from .infer_meta import TaskEvaluator, _tensors  # noqa: E402
+from .lookalike_data import AD, DYNAMIC, STATIC, schema  # noqa: E402
 from models.common.data import list_data_files  # noqa: E402
 from models.common.meta import inner_sgd_step  # noqa: E402
-from net import MetaHeacLayer  # noqa: E402
-from reader_infer import RecDataset as InferDataset  # noqa: E402
-from reader_infer import Task  # noqa: E402
-from reader_train import RecDataset as TrainDataset  # noqa: E402
-from tools.utils.loading import load_module  # noqa: E402
+from .net import MetaHeacLayer  # noqa: E402
+from .reader_infer import RecDataset as InferDataset  # noqa: E402
+from .reader_infer import Task  # noqa: E402
+from .reader_train import RecDataset as TrainDataset  # noqa: E402
 
 DEFAULTS = {"max_idxs": None, "batch_size": 4, "task_count": 5, "meta_steps": 3, "finetune_tasks": 2,
             "finetune_seed_rows": 1000, "finetune_batch_size": 32,
@@ -161,10 +163,17 @@ def load_paddlerec_metaheac(folder):
     if missing:
         raise FileNotFoundError(f"benchmark.paddlerec_code_dir: {folder!r} has no {', '.join(missing)} (expected "
                                 "the models/multitask/metaheac folder of a PaddlePaddle/PaddleRec checkout)")
+    # PaddleRec's modules import their siblings by plain name (``import net``): its folder goes first
+    # on sys.path while they load, and sys.modules / sys.path are restored afterwards.
     names = [n[:-3] for n in os.listdir(folder) if n.endswith(".py")]
-    saved, path = {n: sys.modules.get(n) for n in names}, list(sys.path)
+    saved, path = {n: sys.modules.pop(n, None) for n in names}, list(sys.path)
+    sys.path.insert(0, folder)
     try:
-        return load_module(os.path.join(folder, "dygraph_model.py")).DygraphModel
+        spec = importlib.util.spec_from_file_location("dygraph_model", os.path.join(folder, "dygraph_model.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dygraph_model"] = module
+        spec.loader.exec_module(module)
+        return module.DygraphModel
     finally:
         for name, module in saved.items():
             if module is None:

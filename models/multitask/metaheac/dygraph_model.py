@@ -11,11 +11,11 @@ meta-step never touches the whole table and the table's gradient is row-sparse.
 import numpy as np
 import paddle
 
-from lookalike_data import AD, DYNAMIC, STATIC, schema
+from .lookalike_data import AD, DYNAMIC, STATIC, schema
 from models.common.base_model import BaseDygraphModel
 from models.common.meta import binary_cross_entropy, compact_ids, gather_rows, inner_sgd_step
 from models.common.spec import Param, positive_int, positive_ints
-from net import TABLE, MetaHeacLayer
+from .net import TABLE, MetaHeacLayer
 
 HP = ("max_idxs", "embed_dim", "mlp_dims", "num_expert", "num_output", "task_count", "batch_size", "local_lr",
       "optimizer.global_learning_rate", "optimizer.local_test_learning_rate")

@@ -28,7 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import paddle  # noqa: E402
 
 from models.common.data import list_data_files  # noqa: E402
@@ -36,7 +38,7 @@ from models.common.metrics import auc, gauc, precision_recall_at_top  # noqa: E4
 from tools.infer import prepare_evaluation  # noqa: E402
 from tools.utils.checkpoint import load_checkpoint, write_atomic, write_json  # noqa: E402
 from tools.utils.config import ConfigError  # noqa: E402
-from tools.utils.loading import load_reader  # noqa: E402
+from models.common.loading import load_reader  # noqa: E402
 from tools.utils.runtime import run_main, setup  # noqa: E402
 
 TOP_FRACTION = 0.05  # precision/recall among the top 5% of each task's candidates, as the official code

@@ -5,7 +5,7 @@ The data set is the one the config's reader names (census_reader or aliccp_reade
 from models.common import aliccp, census
 from models.common.multitask import MultiTaskModel, check_task_labels, reader_schema
 from models.common.spec import Param, positive_int, positive_ints
-from net import MMoELayer
+from .net import MMoELayer
 
 
 class DygraphModel(MultiTaskModel):

@@ -4,7 +4,7 @@ the experts. The data set is the one the config's reader names (census_reader or
 from models.common import aliccp, census
 from models.common.multitask import MultiTaskModel, check_task_labels, reader_schema
 from models.common.spec import Param, positive_ints
-from net import ShareBottomLayer
+from .net import ShareBottomLayer
 
 
 class DygraphModel(MultiTaskModel):

@@ -1,9 +1,9 @@
 """DeepFM wrapper for the shared runners (PaddleRec method names; defaults from the base class:
 BCE loss, Adam, running AUC in training logs, exact AUC + logloss for evaluation)."""
-from criteo_reader import schema
+from .criteo_reader import schema
 from models.common.base_model import BaseDygraphModel
 from models.common.spec import Param, positive_int, positive_ints
-from net import DeepFMLayer
+from .net import DeepFMLayer
 
 REQUIRED = ("sparse_feature_number", "sparse_feature_dim", "fc_sizes")
 

@@ -3,8 +3,8 @@ items (BCE, Adam, AUC from the base class); the generator and the cold-start / w
 run in infer_warmup.py (tools/infer.py points there)."""
 from models.common.base_model import BaseDygraphModel
 from models.common.spec import Param, positive_int, positive_ints
-from movielens_reader import CONTEXT_FEATURES, ID, ITEM_FEATURES, schema
-from net import EmbeddingGenerator, MetaEmbDeepFM
+from .movielens_reader import CONTEXT_FEATURES, ID, ITEM_FEATURES, schema
+from .net import EmbeddingGenerator, MetaEmbDeepFM
 
 
 class DygraphModel(BaseDygraphModel):

@@ -36,7 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import paddle  # noqa: E402
 
 from models.common.meta import binary_cross_entropy, lookup  # noqa: E402
@@ -44,7 +46,7 @@ from models.common.metrics import auc, logloss  # noqa: E402
 from tools.infer import prepare_evaluation  # noqa: E402
 from tools.utils.checkpoint import check_writable, load_checkpoint, write_atomic, write_json  # noqa: E402
 from tools.utils.config import ConfigError  # noqa: E402
-from tools.utils.loading import load_reader  # noqa: E402
+from models.common.loading import load_reader  # noqa: E402
 from tools.utils.runtime import Context, USER_ERRORS, seed_everything, setup  # noqa: E402
 
 STAGES = ("cold", "warm_a", "warm_b", "warm_c")

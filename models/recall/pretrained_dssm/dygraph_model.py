@@ -1,7 +1,7 @@
 """Pretrained-vector two-tower wrapper for the shared runners (BCE, Adam, AUC from the base class)."""
 from models.common.base_model import BaseDygraphModel
 from models.common.spec import Param, positive_int, positive_ints
-from net import SCORES, PretrainedTwoTower
+from .net import SCORES, PretrainedTwoTower
 
 
 class DygraphModel(BaseDygraphModel):

@@ -18,10 +18,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-import tools.utils  # noqa: E402,F401  (must precede paddle: see tools/utils/__init__.py)
+import tools.utils  # noqa: E402
+
+tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 import paddle  # noqa: E402
 
 from tools.infer import epochs_to_evaluate  # noqa: E402

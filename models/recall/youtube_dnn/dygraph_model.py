@@ -5,7 +5,7 @@ matching wrapper (models/common/matching_model.py) is a config key. The item sid
 item-id embedding, so user_fc_sizes must end with embed_dim (item_fc_sizes is not used)."""
 from models.common.matching_model import MatchingDygraphModel
 from models.common.spec import SpecError
-from net import build_towers
+from .net import build_towers
 
 
 class DygraphModel(MatchingDygraphModel):

@@ -2,7 +2,7 @@
 every mode, similarity, temperature and sampler of the shared matching wrapper
 (models/common/matching_model.py) is a config key."""
 from models.common.matching_model import MatchingDygraphModel
-from net import build_towers
+from .net import build_towers
 
 
 class DygraphModel(MatchingDygraphModel):

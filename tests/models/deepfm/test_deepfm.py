@@ -8,7 +8,7 @@ import pytest
 from models.common.data import DataFormatError
 from tests.conftest import DEEPFM_CONFIG, write_criteo_like
 from tools.utils.config import load_config
-from tools.utils.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model, load_module
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from tests.conftest import DEEPFM_CONFIG, run_tool
 from tools.utils.config import load_config
-from tools.utils.loading import load_module
+from models.common.loading import load_module
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 FILES = {"train": "sample_train.txt", "test": "sample_test.txt"}

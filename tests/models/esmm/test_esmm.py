@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from tests.conftest import REPO, run_tool
 from tools.utils.config import load_config
 from tools.utils.data import create_loader
-from tools.utils.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model, load_module
 
 CONFIG = os.path.join(REPO, "models", "multitask", "esmm", "config.yaml")
 FOLDER = os.path.dirname(CONFIG)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, run_tool
 from tools.utils.config import load_config
-from tools.utils.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model, load_module
 
 FOLDER = os.path.join(REPO, "models", "rank", "metaemb")
 CONFIG = os.path.join(FOLDER, "config.yaml")

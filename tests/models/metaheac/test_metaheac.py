@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, run_tool
 from models.common.data import DataFormatError
 from tools.utils.config import Config, load_config
-from tools.utils.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model, load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
 CONFIG = os.path.join(FOLDER, "config.yaml")

@@ -9,7 +9,7 @@ import paddle
 
 from tests.conftest import REPO
 from tools.utils.config import load_config
-from tools.utils.loading import load_module
+from models.common.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "metaheac_official")

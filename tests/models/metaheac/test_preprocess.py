@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from conftest import REPO, run_tool
 from models.common.data import CachedDataset
 from tools.utils.config import Config
-from tools.utils.loading import load_module
+from models.common.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
 

@@ -13,7 +13,7 @@ from models.common.data import CachedDataset, DataFormatError, NumberRowsParser
 from models.common.features import DenseFeature, Label, Schema
 from datasets.movielens import make_pretrained_vectors as mpv
 from tests.conftest import REPO, run_tool
-from tools.utils.loading import load_module
+from models.common.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "recall", "pretrained_dssm")
 CONFIG = os.path.join(FOLDER, "config.yaml")

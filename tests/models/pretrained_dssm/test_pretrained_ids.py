@@ -35,7 +35,7 @@ def test_pretrained_item_rows_are_loaded_and_frozen_or_tuned(tmp_path, freeze):
     assert "1 ids of the file are not in the data set" in result.stdout
     # the run's initial table: the same config and seed as the trainer's
     from tools.utils.config import load_config
-    from tools.utils.loading import load_dygraph_model
+    from models.common.loading import load_dygraph_model
     from tools.utils.runtime import seed_everything
 
     dm = load_dygraph_model(DSSM)()

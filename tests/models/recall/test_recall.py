@@ -78,7 +78,7 @@ def test_train_then_infer_through_the_tools_beats_most_popular(model, tmp_path):
 def test_exported_embeddings_reproduce_the_model_scores(model, tmp_path):
     from tools.utils.checkpoint import load_checkpoint
     from tools.utils.data import create_dataset
-    from tools.utils.loading import load_reader
+    from models.common.loading import load_reader
 
     ctx = context(model, tmp_path, "runner.epochs=1", "runner.infer_start_epoch=0", "runner.infer_end_epoch=1",
                   f"runner.infer_output_path={tmp_path / 'out'}")
@@ -106,7 +106,7 @@ def test_temperature_changes_the_loss(model, tmp_path):
         paddle.seed(1)
         net = dm.create_model(ctx.config)
         from tools.utils.data import create_dataset
-        from tools.utils.loading import load_reader
+        from models.common.loading import load_reader
         dataset = create_dataset(load_reader(ctx.config, "train"), ctx.config, "train")
         batch = {k: paddle.to_tensor(np.ascontiguousarray(v)) for k, v in dataset.take(np.arange(64)).items()}
         paddle.seed(5)
@@ -211,7 +211,7 @@ def test_ml1m_layout_end_to_end(shared_data, tmp_path):
     ctx = context("youtube_sbc", tmp_path, f"runner.test_data_dir={d / 'test'}",
                   f"hyper_parameters.dataset_info_path={d / 'dataset.json'}")
     from tools.utils.data import create_dataset
-    from tools.utils.loading import load_reader
+    from models.common.loading import load_reader
 
     dataset = create_dataset(load_reader(ctx.config, "infer"), ctx.config, "infer")  # every row checked
     model = ctx.dygraph_model.create_model(ctx.config)

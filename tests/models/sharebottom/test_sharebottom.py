@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.conftest import REPO, run_tool
 from tools.utils.config import load_config
-from tools.utils.loading import load_dygraph_model
+from models.common.loading import load_dygraph_model
 
 CONFIG = os.path.join(REPO, "models", "multitask", "sharebottom", "config.yaml")
 
