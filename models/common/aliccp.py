@@ -98,5 +98,5 @@ class RecDataset(CachedDataset):
         super().__init__(file_list, config, schema(config), parser())
 
 
-# tools/benchmark.py --baseline: PaddleRec's line-by-line ESMM reader of the same files
+# benchmarks/benchmark.py --baseline: PaddleRec's line-by-line ESMM reader of the same files
 PADDLEREC_FORMAT = "aliccp"

@@ -152,7 +152,7 @@ class MatchingDygraphModel(BaseDygraphModel):
         return loss, metrics_list, None
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
-        """Per-row similarity of the user and the held-out item (tools/benchmark.py's inference
+        """Per-row similarity of the user and the held-out item (benchmarks/benchmark.py's inference
         step; tools/infer.py evaluates with ``evaluate_epoch``)."""
         score = dy_model(batch_data)
         return metrics_list, {"item_id": batch_data["item_id"], "similarity": score}

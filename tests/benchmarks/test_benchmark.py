@@ -1,4 +1,4 @@
-"""tools/benchmark.py: JSON shape and sane values on tiny sizes (no timing assertions), and the
+"""benchmarks/benchmark.py: JSON shape and sane values on tiny sizes (no timing assertions), and the
 helpers behind it: data synthesis and the PaddleRec-style line-by-line baseline reader."""
 import json
 import os
@@ -11,7 +11,8 @@ import pytest
 
 from models.common.data import list_data_files
 from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
-from tools.utils import benchmarking as bm
+from benchmarks import harness as bm
+from benchmarks.baselines import paddlerec_readers as pr
 
 DEEPFM_DIR = os.path.dirname(DEEPFM_CONFIG)
 SAMPLE_DIR = os.path.join(DEEPFM_DIR, "data", "train")
@@ -38,7 +39,7 @@ def _check_pipeline(section):
 
 def test_benchmark_with_baseline_from_another_cwd(tmp_path):
     out = tmp_path / "result.json"
-    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "2000", "--batch-size", "256",
+    proc = run_tool("benchmarks/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "2000", "--batch-size", "256",
                     "--steps", "3", "--warmup", "1", "--infer-steps", "2", "--baseline", "--out", str(out),
                     "--baseline-opt", "hyper_parameters.optimizer.lazy_mode=true",
                     "-o", SMALL_TABLE, cwd=str(tmp_path))
@@ -70,18 +71,19 @@ def test_benchmark_with_baseline_from_another_cwd(tmp_path):
         _check_pipeline(section)
     assert base["train"]["samples"] == result["train"]["samples"]
     assert result["speedup"]["train"] > 0 and result["speedup"]["infer"] > 0
-    assert "model_specific" not in result  # DeepFM has no benchmark_meta.py
+    assert "model_specific" not in result  # DeepFM has no benchmarks/models/deepfm.py
 
 
 def test_benchmark_existing_data_and_model_specific_hook(tmp_path):
-    """--data benchmarks files as they are; a model folder's benchmark_meta.py is called."""
+    """--data benchmarks files as they are; the model's own benchmark (--extra) is called."""
     model_dir = tmp_path / "model"
     shutil.copytree(DEEPFM_DIR, model_dir, ignore=shutil.ignore_patterns("output_*", "__pycache__"))
-    (model_dir / "benchmark_meta.py").write_text(
+    (tmp_path / "extra.py").write_text(
         "def run_benchmark(config):\n"
         "    return {'batch': config.get('runner.train_batch_size'), 'ok': True}\n")
-    proc = run_tool("tools/benchmark.py", "-m", str(model_dir / "config.yaml"), "--data", SAMPLE_DIR,
-                    "--batch-size", "16", "--steps", "2", "--warmup", "0", "--infer-steps", "1")
+    proc = run_tool("benchmarks/benchmark.py", "-m", str(model_dir / "config.yaml"), "--data", SAMPLE_DIR,
+                    "--batch-size", "16", "--steps", "2", "--warmup", "0", "--infer-steps", "1",
+                    "--extra", str(tmp_path / "extra.py"))
     result, _ = _json_result(proc)
     assert result["data"]["synthesised"] is False and result["rows_requested"] is None
     with open(list_data_files(SAMPLE_DIR, "x")[0]) as f:
@@ -91,7 +93,7 @@ def test_benchmark_existing_data_and_model_specific_hook(tmp_path):
 
 
 def test_benchmark_user_error_is_one_line():
-    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--data", os.path.join(REPO, "no-such-dir"))
+    proc = run_tool("benchmarks/benchmark.py", "-m", DEEPFM_CONFIG, "--data", os.path.join(REPO, "no-such-dir"))
     assert proc.returncode == 2
     assert "no-such-dir" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -127,20 +129,20 @@ def test_line_by_line_baseline_matches_our_reader(tmp_path):
     config = load_config(DEEPFM_CONFIG)
     files = list_data_files(SAMPLE_DIR, "x")
     ours = module.RecDataset(files, config)
-    line_dataset = bm.LineByLineSlotDataset(files, bm.typed_slots(module, config))
-    adapter = bm.BatchAdapter(line_dataset, ours.take(np.arange(4)))
+    line_dataset = pr.LineByLineSlotDataset(files, bm.typed_slots(module, config))
+    adapter = pr.BatchAdapter(line_dataset, ours.take(np.arange(4)))
     assert adapter.error is None
     loader = paddle.io.DataLoader(line_dataset, batch_size=8, drop_last=True)
     for k, batch in enumerate(loader):
         columns = adapter(batch)
         assert tuple(columns["click"].shape) == (8,) and tuple(columns["dense_feature"].shape) == (8, 13)
         assert tuple(columns["26"].shape) == (8,) and len(columns) == 28
-        assert bm.batches_equal(ours.take(np.arange(8 * k, 8 * k + 8)), columns)
+        assert pr.batches_equal(ours.take(np.arange(8 * k, 8 * k + 8)), columns)
         if k == 2:
             break
     # a column the slots cannot produce is reported, not guessed
-    assert bm.BatchAdapter(line_dataset, {"other": np.zeros((4, 5), np.float32)}).error
-    assert bm.BatchAdapter(line_dataset, {"dense_feature": np.zeros((4, 5), np.float32)}).error
+    assert pr.BatchAdapter(line_dataset, {"other": np.zeros((4, 5), np.float32)}).error
+    assert pr.BatchAdapter(line_dataset, {"dense_feature": np.zeros((4, 5), np.float32)}).error
 
 
 def test_split_steps_and_meter():
@@ -199,11 +201,11 @@ def test_write_data_then_benchmark_it_with_in_memory_reference(tmp_path):
     """--write-data only synthesises; --data then converts it once into the cache and --in-memory
     trains an in-memory copy of the same rows beside it."""
     out = tmp_path / "data"
-    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "300", "--files", "2", "--write-data", str(out),
+    proc = run_tool("benchmarks/benchmark.py", "-m", DEEPFM_CONFIG, "--rows", "300", "--files", "2", "--write-data", str(out),
                     "-o", SMALL_TABLE)
     assert proc.returncode == 0, proc.stderr
     assert len(list_data_files(str(out), "x")) == 2 and not proc.stdout.strip()
-    proc = run_tool("tools/benchmark.py", "-m", DEEPFM_CONFIG, "--data", str(out), "--batch-size", "32",
+    proc = run_tool("benchmarks/benchmark.py", "-m", DEEPFM_CONFIG, "--data", str(out), "--batch-size", "32",
                     "--steps", "6", "--warmup", "0", "--infer-steps", "2", "--in-memory", "--rounds", "2", "-o", SMALL_TABLE)
     result, _ = _json_result(proc)
     assert result["rows"] == 300 and result["dataset"]["open_cached_seconds"] >= 0
@@ -224,11 +226,11 @@ def test_paddlerec_esmm_baseline_matches_our_ali_ccp_reader(tmp_path):
     config = load_config(os.path.join(esmm, "config.yaml"), [f"runner.data_cache_dir={tmp_path}"])
     files = list_data_files(os.path.join(esmm, "data", "test"), "x")
     ours = module.RecDataset(files, config)
-    line_dataset, adapter = bm.paddlerec_line_reader(module, files, ours.take(np.arange(4)))
+    line_dataset, adapter = pr.paddlerec_line_reader(module, files, ours.take(np.arange(4)))
     assert adapter.error is None
     loader = paddle.io.DataLoader(line_dataset, batch_size=16, drop_last=True)
     for k, batch in enumerate(loader):
-        assert bm.batches_equal(ours.take(np.arange(16 * k, 16 * k + 16)), adapter(batch))
+        assert pr.batches_equal(ours.take(np.arange(16 * k, 16 * k + 16)), adapter(batch))
         if k == 3:
             break
-    assert bm.paddlerec_line_reader(_criteo_module(), files, {}) is None  # slot readers keep their baseline
+    assert pr.paddlerec_line_reader(_criteo_module(), files, {}) is None  # slot readers keep their baseline

@@ -1,6 +1,6 @@
 """Measure a model's input pipeline and training/inference throughput on data of its own format.
 
-    python tools/benchmark.py -m models/rank/deepfm/config.yaml --rows 200000 --batch-size 512 --baseline
+    python benchmarks/benchmark.py -m models/rank/deepfm/config.yaml --rows 200000 --batch-size 512 --baseline
 
 By default N rows are synthesised from the sample files in runner.train_data_dir (cycled over,
 sparse ids re-hashed per pass so the embedding table sees many rows) into a temporary folder;
@@ -25,8 +25,9 @@ a reader declaring ``PADDLEREC_FORMAT = "aliccp"``, PaddleRec's ESMM reader of f
 sample at a time from an IterableDataset, per-sample collation by paddle.io.DataLoader), trains
 a freshly initialised copy of the same network for the same steps and reports the speedups
 ours/baseline. The two pipelines alternate in ``--rounds`` chunks of steps, so that a change in
-machine load hits both alike; "speedup.train_rounds" shows the spread. A model folder's ``benchmark_meta.py`` with ``run_benchmark(config) -> dict`` is
-called too; its result goes under "model_specific".
+machine load hits both alike; "speedup.train_rounds" shows the spread. A model's own benchmark,
+``benchmarks/models/<model folder name>.py`` (or ``--extra FILE``) with ``run_benchmark(config) -> dict``,
+is called too; its result goes under "model_specific".
 
 Progress goes to stderr; stdout gets one readable summary line and, last, the JSON result.
 """
@@ -47,12 +48,15 @@ tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__in
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
+from benchmarks import harness as bm  # noqa: E402
+from benchmarks.baselines import paddlerec_readers  # noqa: E402
 from models.common.data import list_data_files  # noqa: E402
-from tools.utils import benchmarking as bm  # noqa: E402
+from models.common.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
 from tools.utils.checkpoint import write_json  # noqa: E402
 from tools.utils.data import create_dataset, create_loader  # noqa: E402
-from models.common.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, seed_everything, setup  # noqa: E402
+
+BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None):
@@ -89,6 +93,8 @@ def parse_args(argv=None):
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also build the dataset once more under tracemalloc and report its Python/numpy peak")
     parser.add_argument("--out", help="also write the JSON result to this file")
+    parser.add_argument("--extra", help="a module with run_benchmark(config) -> dict to run as the model's own "
+                        "benchmark (default: benchmarks/models/<model folder name>.py)")
     args = parser.parse_args(argv)
     for name in ("rows", "rounds", "files", "batch_size", "infer_batch_size", "steps", "infer_steps", "threads"):
         value = getattr(args, name)
@@ -188,15 +194,15 @@ def make_baseline(ctx, dataset, slots, overrides=(), module=None):
     files = list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir")
     num_workers = config.get("runner.num_workers")
     module = module or _reader_module(type(dataset))
-    other = bm.paddlerec_line_reader(module, files, _first_rows(dataset, min(len(dataset), 4))) if module else None
+    other = paddlerec_readers.paddlerec_line_reader(module, files, _first_rows(dataset, min(len(dataset), 4))) if module else None
     if other is not None:  # a non-slot PaddleRec format (Ali-CCP's field:id lists)
         line_dataset, adapter = other
     elif not slots:
         return None, ("the reader module defines no SLOTS list, so there is no line-by-line "
                       "slot-format reader to compare with"), None
     else:
-        line_dataset = bm.LineByLineSlotDataset(files, slots)
-        adapter = bm.BatchAdapter(line_dataset, _first_rows(dataset, min(len(dataset), 4)))
+        line_dataset = paddlerec_readers.LineByLineSlotDataset(files, slots)
+        adapter = paddlerec_readers.BatchAdapter(line_dataset, _first_rows(dataset, min(len(dataset), 4)))
     if adapter.error:
         return None, adapter.error, None
 
@@ -206,7 +212,7 @@ def make_baseline(ctx, dataset, slots, overrides=(), module=None):
 
     train_bs = config.get("runner.train_batch_size")
     first = next(iter(make_loader(train_bs)(0)))
-    same = bm.batches_equal(_first_rows(dataset, train_bs), adapter(first))
+    same = paddlerec_readers.batches_equal(_first_rows(dataset, train_bs), adapter(first))
     if not same:
         log("warning: the baseline's first batch differs from our reader's first rows")
     pipeline = Pipeline(ctx, make_loader(train_bs), make_loader(config.get("runner.infer_batch_size")), adapter,
@@ -282,8 +288,9 @@ def measure(ctx, dataset, slots, args, steps, infer_steps, memory, anon_sampler)
     return train, infer, baseline
 
 
-def model_specific(config):
-    path = os.path.join(config.folder, "benchmark_meta.py")
+def model_specific(config, path=None):
+    """The result of the model's own benchmark (benchmarks/models/<model folder name>.py, or ``path``)."""
+    path = path or os.path.join(BENCHMARKS, "models", os.path.basename(config.folder) + ".py")
     if not os.path.isfile(path):
         return None
     module = load_module(path)
@@ -429,7 +436,7 @@ def run(args):
             create_dataset(reader_class, config, "train")  # the peak is reached while parsing
             memory["parse_tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2 ** 20, 1)
             tracemalloc.stop()
-        extra = model_specific(config)
+        extra = model_specific(config, args.extra)
         if extra is not None:
             result["model_specific"] = extra
         result["environment"] = {

@@ -1,0 +1,1 @@
+"""Model-specific benchmarks, one per model folder name; benchmarks/benchmark.py runs the model's one."""
