@@ -13,7 +13,7 @@ import paddle
 from models.common.meta import inner_sgd_step
 from models.multitask.metaheac.dygraph_model import task_batch
 from models.multitask.metaheac.infer_meta import _tensors
-from models.multitask.metaheac.lookalike_data import AD, DYNAMIC, STATIC
+from models.common.datasets.lookalike import AD, DYNAMIC, STATIC
 
 
 def dense_meta_loss(model, support, query, local_lr, first_order, loss_fn):

@@ -7,7 +7,7 @@ import paddle
 
 
 class LineByLineSlotDataset(paddle.io.IterableDataset):
-    """PaddleRec's slot-format reader, step for step (models/rank/*/criteo_reader.py there):
+    """PaddleRec's slot-format reader, step for step (PaddleRec's models/rank/*/criteo_reader.py):
     read each file line by line; split the line on spaces and every token on ':'; look the
     slot name up in the list of slots and of sparse slots (Python list membership); append
     int() or float() of the value to that slot's list and mark the slot visited; pad every
@@ -57,7 +57,7 @@ class LineByLineSlotDataset(paddle.io.IterableDataset):
 
 
 class LineByLineAliCCPDataset(paddle.io.IterableDataset):
-    """PaddleRec's dygraph ESMM reader (models/multitask/esmm/esmm_reader.py there), step for
+    """PaddleRec's dygraph ESMM reader (PaddleRec's models/multitask/esmm/esmm_reader.py), step for
     step: read each line, split on ',', take click and purchase from columns 1 and 2, loop over
     ``features[4:]`` (PaddleRec drops the first pair; kept here so that both pipelines see the
     same ids) splitting each pair on ':' and appending int(id) to its field's list (dict

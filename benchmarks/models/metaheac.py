@@ -33,7 +33,7 @@ from benchmarks.baselines.paddlerec_metaheac import (PaddleRecCodeRunner, Paddle
 from models.common.data import list_data_files  # noqa: E402
 from models.multitask.metaheac.dygraph_model import DygraphModel, meta_loss  # noqa: E402
 from models.multitask.metaheac.infer_meta import TaskEvaluator  # noqa: E402
-from models.multitask.metaheac.lookalike_data import AD, DYNAMIC, STATIC, schema  # noqa: E402
+from models.common.datasets.lookalike import AD, DYNAMIC, STATIC, schema  # noqa: E402
 from models.multitask.metaheac.net import MetaHeacLayer  # noqa: E402
 from models.multitask.metaheac.reader_infer import RecDataset as InferDataset  # noqa: E402
 from models.multitask.metaheac.reader_infer import Task  # noqa: E402

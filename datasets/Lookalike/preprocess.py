@@ -18,7 +18,7 @@ rule PaddleRec's readme describes: cold = at most 4000 candidates).
 Every field is label-encoded (sorted values; multi-hot lists cut to 10 / 5 ids and padded with a
 reserved id = the vocabulary size). The largest id per field is printed and written to
 max_idxs.json: put it in config_bigdata.yaml's hyper_parameters.max_idxs. Output is npz (columns
-as in models/multitask/metaheac/lookalike_data.py), never pickle.
+as in models/common/datasets/lookalike.py), never pickle.
 """
 import argparse
 import json
@@ -28,11 +28,10 @@ import sys
 import numpy as np
 import pandas as pd
 
-STATIC = ["carrier", "consumptionAbility", "LBS", "age", "education", "gender", "house"]
-DYNAMIC = ["interest1", "interest2", "interest3", "kw1", "kw2", "topic1", "topic2"]
-SEQ_LENS = [10, 10, 10, 5, 5, 5, 5]
-AD = ["advertiserId", "campaignId", "creativeSize", "adCategoryId", "productId", "productType"]
-COLUMNS = ["label", "aid"] + STATIC + DYNAMIC + [d + "_length" for d in DYNAMIC] + AD
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from models.common.datasets.lookalike import AD, COLUMNS, DYNAMIC, SEQ_LENS, STATIC  # noqa: E402  (the files' columns)
+
 MISSING = "-1"  # code of a user without a value for a static field
 
 

@@ -10,7 +10,7 @@ DIR holds ``sample_skeleton_{train,test}.csv`` and ``common_features_{train,test
     feature_list:    features joined by \\x01, each  field_id \\x02 feature_id \\x03 value
 
 Each impression's features are its own skeleton features plus the common (user/session)
-features of its ``common_feature_index``. Kept: the 23 fields ESMM uses (models/common/aliccp.py
+features of its ``common_feature_index``. Kept: the 23 fields ESMM uses (models/common/datasets/aliccp.py
 FIELDS; values are dropped, as PaddleRec's data has none). Feature ids are remapped to
 ``1 .. N-1`` in order of first appearance in the training data (train rows, each row's
 fields in FIELDS order); test ids never seen in training are dropped (their field may become
@@ -43,7 +43,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-from models.common.aliccp import DEFAULT_MAX_LEN, FIELDS  # noqa: E402
+from models.common.datasets.aliccp import DEFAULT_MAX_LEN, FIELDS  # noqa: E402
 from models.common.data import iter_line_blocks, parse_spaced_numbers  # noqa: E402
 
 BLOCK_BYTES = 4 << 20  # common features (long lines, few of them)
@@ -393,7 +393,7 @@ def main(argv=None):
                         help="paddlerec: sample_id,click,purchase,<field>:<id>,... (default); columnar: our "
                              "columnar CSV, each field padded to its --max-len (the readers take both)")
     parser.add_argument("--max-len", nargs="+", action="extend", default=[], metavar="FIELD=N",
-                        help="columnar width of a field (default: models/common/aliccp.py DEFAULT_MAX_LEN, 1 "
+                        help="columnar width of a field (default: models/common/datasets/aliccp.py DEFAULT_MAX_LEN, 1 "
                              "for single-valued fields); must equal the config's hyper_parameters.max_len.<field>")
     args = parser.parse_args(argv)
     widths = None

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""UCI census-income (KDD) -> the columnar CSV the multi-task models read (models/common/census.py).
+"""UCI census-income (KDD) -> the columnar CSV the multi-task models read (models/common/datasets/census.py).
 
     python datasets/census/preprocess.py --raw DIR --out OUT [--seed 2021] [--test-fraction 0.2]
 
@@ -34,6 +34,10 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from models.common.datasets.census import FEATURES, LABELS  # noqa: E402  (the columns the readers read)
+
 COLUMNS = [
     "age", "class of worker", "detailed industry recode", "detailed occupation recode", "education",
     "wage per hour", "enroll in edu inst last wk", "marital stat", "major industry code",
@@ -49,7 +53,6 @@ COLUMNS = [
 NUMERIC = ["age", "wage per hour", "capital gains", "capital losses", "dividends from stocks",
            "num persons worked for employer", "weeks worked in year"]
 DROPPED = ["instance weight"]
-LABEL_COLUMNS = {"income": "income", "marital": "marital stat"}
 INCOME_VALUES = {"- 50000.": 0, "50000+.": 1}
 NEVER_MARRIED = "Never married"
 FULL_ROWS = {"census-income.data": 199523, "census-income.test": 99762}
@@ -91,8 +94,9 @@ def read_raw(path):
 
 
 def labels(frame):
-    return pd.DataFrame({"income": frame["income"].map(INCOME_VALUES).astype(np.int64),
-                         "marital": (frame["marital stat"] == NEVER_MARRIED).astype(np.int64)})
+    income, marital = LABELS
+    return pd.DataFrame({income: frame["income"].map(INCOME_VALUES).astype(np.int64),
+                         marital: (frame["marital stat"] == NEVER_MARRIED).astype(np.int64)})
 
 
 def categorical_columns():
@@ -104,7 +108,7 @@ def fit(train):
     stats = {c: (float(pd.to_numeric(train[c]).mean()), float(pd.to_numeric(train[c]).std(ddof=0)) or 1.0)
              for c in NUMERIC}
     categories = {c: sorted(train[c].unique().tolist()) for c in categorical_columns()}
-    names = [f"features:{c}" for c in NUMERIC] + [f"features:{c}={v}" for c in categorical_columns()
+    names = [f"{FEATURES}:{c}" for c in NUMERIC] + [f"{FEATURES}:{c}={v}" for c in categorical_columns()
                                                   for v in categories[c]]
     for name in names:
         if "," in name or "\n" in name:

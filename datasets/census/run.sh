@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# UCI census-income (KDD) -> the columnar CSV MMOE and Share-Bottom read (models/common/census.py).
+# UCI census-income (KDD) -> the columnar CSV MMOE and Share-Bottom read (models/common/datasets/census.py).
 #
 #   bash datasets/census/run.sh                 # download census.tar.gz from UCI, verify, preprocess
 #   bash datasets/census/run.sh --raw DIR       # use DIR/census-income.data[.gz] (+ .test[.gz]) or DIR/census.tar.gz

@@ -47,8 +47,10 @@ import numpy as np
 import pandas as pd
 from pandas.util import hash_array
 
-NUM_DENSE = 13
-NUM_SPARSE = 26
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from models.common.datasets.criteo import DENSE, LABEL, NUM_DENSE, NUM_SPARSE, SPARSE  # noqa: E402  (the format the readers read)
+
 DENSE_COLS = ["I%d" % i for i in range(1, NUM_DENSE + 1)]
 SPARSE_COLS = ["C%d" % i for i in range(1, NUM_SPARSE + 1)]
 COLUMNS = ["label"] + DENSE_COLS + SPARSE_COLS
@@ -228,7 +230,7 @@ def dense_token_tables():
     tables = []
     for lo, hi in zip(DENSE_MIN.tolist(), DENSE_CAP.tolist()):
         span = float(hi - lo)
-        tables.append(np.array(["dense_feature:%.6g" % ((x - lo) / span)
+        tables.append(np.array([f"{DENSE}:%.6g" % ((x - lo) / span)
                                 for x in range(lo, hi + 1)], dtype=object))
     return tables
 
@@ -266,12 +268,12 @@ def draw_test_rows(row_index, seed, fraction):
     return u < fraction
 
 
-LINE_FORMAT = " ".join(["%s"] * (1 + NUM_DENSE) + ["%d:%%d" % k for k in range(1, NUM_SPARSE + 1)])
+LINE_FORMAT = " ".join(["%s"] * (1 + NUM_DENSE) + [f"{name}:%d" for name in SPARSE])
 
 
 def format_lines(label, dense_idx, ids, tables, rows):
     """Slot-format lines for the selected rows (bool mask or index array)."""
-    columns = [np.where(label[rows] == 1, "click:1", "click:0").tolist()]
+    columns = [np.where(label[rows] == 1, f"{LABEL}:1", f"{LABEL}:0").tolist()]
     sel = dense_idx[rows]
     for k in range(NUM_DENSE):
         columns.append(tables[k][sel[:, k]].tolist())

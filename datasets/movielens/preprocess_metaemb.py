@@ -36,14 +36,12 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from datasets.movielens import raw  # noqa: E402
+from models.common.datasets.movielens import COLDSTART_COLUMNS as COLUMNS  # noqa: E402  (the files' columns)
+from models.common.datasets.movielens import GENRE_VOCAB, GENRES_LEN, TITLE_LEN, YEAR_BASE, YEAR_VOCAB  # noqa: E402
 
-TITLE_LEN = 8  # as the official code's pad_sequences(maxlen=8)
-GENRES_LEN = 6  # the most genres a MovieLens movie lists
 GENRES = raw.ML100K_GENRES  # ml-1m's genre names are the same list without "unknown"
+assert len(GENRES) == GENRE_VOCAB
 AGE_BUCKETS = [18, 25, 35, 45, 50, 56]  # ml-1m's age codes 1, 18, ..., 56 as bucket edges
-YEAR_BASE, YEAR_VOCAB = 1900, 128  # year id = year - 1900 in [1, 127]; 0 = unknown or earlier
-COLUMNS = ["label", "item_id", "year", "title", "title_length", "genres", "genres_length",
-           "user_id", "age", "gender", "occupation"]
 META_SETS, WARM_SETS = ("a", "b", "c", "d"), ("a", "b", "c")
 _WORD = re.compile(r"[a-z0-9]+")
 

@@ -12,7 +12,7 @@ Ids are re-encoded to 1..n (0 is padding / unknown): users, items (every item of
 items nobody rated can still be retrieved), and each user field (gender, age, occupation, zip)
 and genre, in sorted order of the raw values.
 
-Output (PaddleRec slot format, read by models.common.retrieval_data):
+Output (PaddleRec slot format, read by models.common.datasets.movielens):
     OUT/train/train.txt  OUT/test/test.txt
         user_id:u gender:g age:a occupation:o zip:z hist:i1 .. hist:iH hist_length:l item_id:i
     OUT/dataset.json     vocabulary sizes, max_history, the item catalog (genres of each item,
@@ -28,8 +28,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from datasets.movielens import raw  # noqa: E402
+from models.common.datasets.movielens import USER_FEATURES, slot_names  # noqa: E402  (the rows' layout)
 
-USER_FIELDS = ("gender", "age", "occupation", "zip")
+USER_FIELDS = USER_FEATURES[1:]  # after user_id
 
 
 def _encode(values):
@@ -94,10 +95,6 @@ def build(ratings, users, items, max_history=50):
         "user_raw_id": [0] + users["user_id"].astype(int).tolist(),
     }
     return train, test, info
-
-
-def slot_names(max_history):
-    return ["user_id", *USER_FIELDS] + ["hist"] * max_history + ["hist_length", "item_id"]
 
 
 def write_slots(path, matrix, names):

@@ -16,6 +16,7 @@ import os
 import paddle
 import paddle.nn.functional as F
 
+from models.common.loading import reader_schema
 from models.common.metrics import AUC, LogLoss, RunningAUC
 from models.common.spec import Param, SpecError
 
@@ -102,6 +103,10 @@ class BaseDygraphModel:
     def check_config(self, config):
         """Rules across keys that a per-key spec cannot say; raise SpecError naming a key."""
         check_optimizer_config(config)
+
+    def schema(self, config):
+        """The declared features of the data the config's reader names (runner.train_reader_path)."""
+        return reader_schema(config)
 
     def create_model(self, config):
         raise NotImplementedError

@@ -95,3 +95,12 @@ def load_reader(config, mode):
         raise AttributeError(f"{READER_KEYS['train' if mode == 'train' else 'infer']}: {module.__file__} "
                              f"does not define class RecDataset")
     return module.RecDataset
+
+
+def reader_schema(config, mode="train"):
+    """The declared features (``schema(config)``) of the reader ``mode`` names."""
+    module = reader_module(config, mode)
+    if not hasattr(module, "schema"):
+        raise AttributeError(f"{READER_KEYS['train' if mode == 'train' else 'infer']}: {module.__name__} "
+                             f"declares no schema(config)")
+    return module.schema(config)

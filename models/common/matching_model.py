@@ -34,7 +34,7 @@ from models.common.embedding import FeatureEmbedding
 from models.common.matching import MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, TwoTower, candidate_logits, matching_loss
 from models.common.metrics import PairAUC
 from models.common.retrieval import evaluate, export_embeddings, write_recall_plot
-from models.common.retrieval_data import ItemCatalog, dataset_info, embedded_features
+from models.common.datasets.movielens import ItemCatalog, dataset_info, embedded_features
 from models.common.sampling import NegativeSampler
 from models.common.spec import Param, SpecError, positive_int, positive_ints
 

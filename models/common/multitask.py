@@ -25,7 +25,6 @@ from models.common.base_model import BaseDygraphModel
 from models.common.embedding import BagEmbedding
 from models.common.features import DenseFeature, Label, SparseFeature
 from models.common.layers import MLP, ExpertBank
-from models.common.loading import reader_module
 from models.common.metrics import AUC, LogLoss, RunningAUC, to_numpy
 from models.common.spec import Param, SpecError
 
@@ -279,15 +278,6 @@ class Towers(nn.Layer):
             y = tower(x)
             out[task.name] = F.sigmoid(y) if task.type == "binary" else y
         return out
-
-
-def reader_schema(config):
-    """The schema of the reader a config names (``runner.train_reader_path``), for models that
-    read several data sets (MMoE on census or Ali-CCP)."""
-    module = reader_module(config, "train")
-    if not hasattr(module, "schema"):
-        raise SpecError(f"'runner.train_reader_path': {module.__name__} declares no schema(config)")
-    return module.schema(config)
 
 
 def check_task_labels(tasks, schema):

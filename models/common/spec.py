@@ -19,17 +19,18 @@ class Param:
     ``min`` / ``max``: inclusive bounds; ``above`` / ``below``: exclusive bounds; ``choices``:
     allowed strings (compared case-insensitively); ``items``: a Param every list element must
     satisfy; ``non_empty``: a list needs at least one element. ``required=False`` keys may be
-    absent (then ``default`` applies). Floats accept ints (``learning_rate=1`` is 1.0).
+    absent (then ``default`` applies). Floats accept ints (``learning_rate=1`` is 1.0). ``help``:
+    one line saying what the key does (printed by --help-config, tabled in the readmes).
     """
 
     def __init__(self, kind, *, min=None, max=None, above=None, below=None, choices=None, items=None,
-                 non_empty=False, required=True, default=None):
+                 non_empty=False, required=True, default=None, help=""):
         if kind not in _TYPE_NAMES:
             raise TypeError(f"Param kind must be one of {[k.__name__ for k in _TYPE_NAMES]}, got {kind!r}")
         self.kind, self.items, self.non_empty = kind, items, non_empty
         self.min, self.max, self.above, self.below = min, max, above, below
         self.choices = tuple(choices) if choices else None
-        self.required, self.default = required, default
+        self.required, self.default, self.help = required, default, help
 
     def describe(self):
         """E.g. 'an int >= 1', 'a non-empty list', 'one of Adam, SGD'."""

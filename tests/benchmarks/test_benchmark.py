@@ -1,6 +1,7 @@
 """benchmarks/benchmark.py: JSON shape and sane values on tiny sizes (no timing assertions), and the
 helpers behind it: data synthesis and the PaddleRec-style line-by-line baseline reader."""
 import json
+import importlib
 import os
 import shutil
 import time
@@ -20,9 +21,7 @@ SMALL_TABLE = "hyper_parameters.sparse_feature_number=100003"  # ids are re-hash
 
 
 def _criteo_module():
-    from models.common.loading import load_module
-
-    return load_module(os.path.join(DEEPFM_DIR, "criteo_reader.py"))
+    return importlib.import_module("models.common.datasets.criteo")
 
 
 def _json_result(proc):
@@ -219,10 +218,8 @@ def test_paddlerec_esmm_baseline_matches_our_ali_ccp_reader(tmp_path):
     """The Ali-CCP baseline (PaddleRec's ESMM reader, line by line) feeds the network the rows our
     bulk reader produces, every field:id pair included."""
     from tools.utils.config import load_config
-    from models.common.loading import load_module
-
     esmm = os.path.join(REPO, "models", "multitask", "esmm")
-    module = load_module(os.path.join(esmm, "esmm_reader.py"))
+    module = importlib.import_module("models.common.datasets.aliccp")
     config = load_config(os.path.join(esmm, "config.yaml"), [f"runner.data_cache_dir={tmp_path}"])
     files = list_data_files(os.path.join(esmm, "data", "test"), "x")
     ours = module.RecDataset(files, config)

@@ -1,5 +1,6 @@
 """benchmarks/baselines/paddlerec_metaheac.py: PaddleRec's own MetaHeac code (a stub with its
 interface here) gets its input layout and is stepped as PaddleRec's trainer and infer.py step it."""
+import importlib
 import os
 import sys
 
@@ -57,7 +58,7 @@ def test_paddlerec_code_side_gets_its_layout_and_is_stepped(tmp_path):
              for side, part in zip(("support", "query"), tasks)}
     runner.step(batch)
     assert len(runner.times) == 1 and float(runner.model.w.numpy()[0]) == pytest.approx(1.0 - 0.5 * 2.0)
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    lookalike = importlib.import_module("models.common.datasets.lookalike")
     x_spt, y_spt, x_qry, y_qry = runner.dm.seen[-1]
     for x, y, part in ((x_spt, y_spt, tasks[0]), (x_qry, y_qry, tasks[1])):
         assert len(x) == len(y) == 3

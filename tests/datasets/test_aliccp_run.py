@@ -1,5 +1,6 @@
 """datasets/ali-ccp/run.sh + preprocess.py on tiny hand-made raw Ali-CCP files: the skeleton +
 common-features join, id remapping, label-leakage guard and row checks."""
+import importlib
 import os
 import subprocess
 import sys
@@ -116,7 +117,6 @@ def test_columnar_output_reads_as_the_same_batches(tmp_path):
     import numpy as np
 
     from tools.utils.config import load_config
-    from models.common.loading import load_module
 
     write_raw(tmp_path / "raw")
     env = dict(os.environ, PYTHON=sys.executable)
@@ -131,7 +131,7 @@ def test_columnar_output_reads_as_the_same_batches(tmp_path):
         f"runner.data_cache_dir={tmp_path / 'cache'}", "hyper_parameters.sparse_feature_number=13",
         "hyper_parameters.max_len.109_14=3", "hyper_parameters.max_len.110_14=1", "hyper_parameters.max_len.127_14=1",
         "hyper_parameters.max_len.150_14=2", "hyper_parameters.max_len.853=2", "hyper_parameters.max_len.210=2"])
-    reader = load_module(os.path.join(esmm, "esmm_reader.py"))
+    reader = importlib.import_module("models.common.datasets.aliccp")
     for split in ("train", "test"):
         a = reader.RecDataset([str(tmp_path / "pr" / f"{split}_data" / f"{split}.txt")], config)
         b = reader.RecDataset([str(tmp_path / "col" / f"{split}_data" / f"{split}.txt")], config)

@@ -33,8 +33,9 @@ def as_published_pickle(npz_path, pkl_path):
 
 
 def run(script, *args, cwd):
+    # The copied scripts import the data set's module (models/common/datasets/lookalike.py) from this checkout.
     return subprocess.run(["bash", str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHON=sys.executable))
+                          env=dict(os.environ, PYTHON=sys.executable, PYTHONPATH=REPO))
 
 
 def test_archive_is_verified_then_unpacked(tmp_path):

@@ -1,16 +1,16 @@
 """Every kind of bad input ends with a clear message (exit 2) or the original traceback, fast,
 and never leaves a half-written checkpoint or output file behind."""
+import importlib
 import os
 import shutil
 
 import paddle
 import pytest
 
-from tests.conftest import DEEPFM_CONFIG, REPO, run_tool, write_criteo_like
+from tests.conftest import DEEPFM_CONFIG, run_tool, write_criteo_like
 from tests.tools.test_distributed import TINY, write_tiny_data
 from tools.utils import checkpoint
 from tools.utils.config import load_config
-from models.common.loading import load_module
 
 
 def leftovers(folder):
@@ -96,7 +96,7 @@ def test_doubled_space_reads_the_intended_row(tmp_path):
     lines = open(files[0]).read().splitlines()
     lines[4] = lines[4].replace(" 1:", "  1:")
     open(files[0], "w").write("\n".join(lines) + "\n")
-    reader = load_module(os.path.join(os.path.dirname(DEEPFM_CONFIG), "criteo_reader.py"))
+    reader = importlib.import_module("models.common.datasets.criteo")
     config = load_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
                                          f"runner.data_cache_dir={tmp_path / 'cache'}"])
     row = reader.RecDataset(files, config).take([4])

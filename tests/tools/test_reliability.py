@@ -5,6 +5,7 @@ unsupported combinations, output folders checked before work, declared hyper-par
 ranges, the optimizer key, leftovers of interrupted saves, and the right evaluation tool.
 """
 import json
+import importlib
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
 from tests.tools.test_bad_input import assert_user_error, tiny
 from tools.utils import checkpoint
 from tools.utils.config import ConfigError, load_config
-from models.common.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model
 
 METAHEAC = os.path.join(REPO, "models", "multitask", "metaheac")
 METAHEAC_CONFIG = os.path.join(METAHEAC, "config.yaml")
@@ -188,7 +189,7 @@ def test_metaheac_second_order_with_dropout():
     rng = np.random.default_rng(0)
     tasks, rows = 2, 5
 
-    schema = load_module(os.path.join(os.path.dirname(METAHEAC_CONFIG), "lookalike_data.py")).schema(config)
+    schema = importlib.import_module("models.common.datasets.lookalike").schema(config)
 
     def part():  # ids 0/1 are inside every vocabulary
         return {name: rng.integers(0, 2, (tasks, rows) + ((slot.width,) if slot.width else ()))

@@ -5,8 +5,7 @@ logloss(pCTCVR, purchase). Metrics: ``auc_ctr`` (all impressions), ``auc_ctcvr``
 impressions) and ``auc_cvr`` - pCVR against purchase on the clicked impressions only, as the
 paper evaluates CVR; logloss of CTR and CTCVR when evaluating. Training logs and infer use the
 same metric code on the same network outputs."""
-from .esmm_reader import schema
-from models.common import aliccp
+from models.common.datasets import aliccp
 from models.common.multitask import MetricSpec, MultiTaskModel, Task
 from models.common.spec import Param, positive_ints
 from .net import ESMMLayer
@@ -44,7 +43,7 @@ class DygraphModel(MultiTaskModel):
         return specs + [MetricSpec("auc_cvr", "auc", "cvr", "purchase", where="click")]
 
     def create_model(self, config):
-        return ESMMLayer(schema(config), config.get("hyper_parameters.ctr_fc_sizes"),
+        return ESMMLayer(self.schema(config), config.get("hyper_parameters.ctr_fc_sizes"),
                          config.get("hyper_parameters.cvr_fc_sizes"),
                          sparse=config.get("hyper_parameters.sparse_gradients", False),
                          init_std=config.get("hyper_parameters.embedding_init_std"))

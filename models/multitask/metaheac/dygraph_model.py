@@ -11,7 +11,7 @@ meta-step never touches the whole table and the table's gradient is row-sparse.
 import numpy as np
 import paddle
 
-from .lookalike_data import AD, DYNAMIC, STATIC, schema
+from models.common.datasets.lookalike import AD, DYNAMIC, STATIC, schema
 from models.common.base_model import BaseDygraphModel
 from models.common.meta import binary_cross_entropy, compact_ids, gather_rows, inner_sgd_step
 from models.common.spec import Param, positive_int, positive_ints

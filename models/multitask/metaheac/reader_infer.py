@@ -7,7 +7,7 @@ import os
 import numpy as np
 import paddle
 
-from .lookalike_data import LookalikeParser, data_files, schema, split_stages
+from models.common.datasets.lookalike import LookalikeParser, data_files, schema, split_stages
 from models.common.data import CachedDataset, DataFormatError
 
 

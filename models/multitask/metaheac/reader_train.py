@@ -17,7 +17,7 @@ runner.num_workers.
 import numpy as np
 import paddle
 
-from .lookalike_data import LookalikeParser, data_files, schema
+from models.common.datasets.lookalike import LookalikeParser, data_files, schema
 from models.common.data import CachedDataset, DataFormatError
 
 

@@ -1,9 +1,9 @@
 """MMoE wrapper for the shared runners: tasks from ``hyper_parameters.tasks`` (name, label,
 type binary|regression, loss weight); loss = weighted sum of the task losses; metrics per task
 (``auc_<task>`` / ``logloss_<task>`` for binary tasks, ``rmse_<task>`` for regression ones).
-The data set is the one the config's reader names (census_reader or aliccp_reader)."""
-from models.common import aliccp, census
-from models.common.multitask import MultiTaskModel, check_task_labels, reader_schema
+The data set is the one the config's reader names (census or aliccp)."""
+from models.common.datasets import aliccp, census
+from models.common.multitask import MultiTaskModel, check_task_labels
 from models.common.spec import Param, positive_int, positive_ints
 from .net import MMoELayer
 
@@ -23,9 +23,9 @@ class DygraphModel(MultiTaskModel):
 
     def check_config(self, config):
         super().check_config(config)
-        check_task_labels(self.tasks, reader_schema(config))
+        check_task_labels(self.tasks, self.schema(config))
 
     def create_model(self, config):
-        return MMoELayer(reader_schema(config), self.tasks_of(config), config.get("hyper_parameters.expert_num"),
+        return MMoELayer(self.schema(config), self.tasks_of(config), config.get("hyper_parameters.expert_num"),
                          config.get("hyper_parameters.expert_sizes"), config.get("hyper_parameters.tower_sizes"),
                          sparse=config.get("hyper_parameters.sparse_gradients", False))

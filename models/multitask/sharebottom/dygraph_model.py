@@ -1,8 +1,8 @@
 """Share-Bottom wrapper for the shared runners: the same tasks, losses and metrics as MMoE
 (``hyper_parameters.tasks``; ``auc_<task>`` / ``rmse_<task>``), a shared bottom MLP instead of
-the experts. The data set is the one the config's reader names (census_reader or aliccp_reader)."""
-from models.common import aliccp, census
-from models.common.multitask import MultiTaskModel, check_task_labels, reader_schema
+the experts. The data set is the one the config's reader names (census or aliccp)."""
+from models.common.datasets import aliccp, census
+from models.common.multitask import MultiTaskModel, check_task_labels
 from models.common.spec import Param, positive_ints
 from .net import ShareBottomLayer
 
@@ -20,9 +20,9 @@ class DygraphModel(MultiTaskModel):
 
     def check_config(self, config):
         super().check_config(config)
-        check_task_labels(self.tasks, reader_schema(config))
+        check_task_labels(self.tasks, self.schema(config))
 
     def create_model(self, config):
-        return ShareBottomLayer(reader_schema(config), self.tasks_of(config),
+        return ShareBottomLayer(self.schema(config), self.tasks_of(config),
                                 config.get("hyper_parameters.bottom_sizes"), config.get("hyper_parameters.tower_sizes"),
                                 sparse=config.get("hyper_parameters.sparse_gradients", False))

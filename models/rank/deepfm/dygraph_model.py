@@ -1,6 +1,5 @@
 """DeepFM wrapper for the shared runners (PaddleRec method names; defaults from the base class:
 BCE loss, Adam, running AUC in training logs, exact AUC + logloss for evaluation)."""
-from .criteo_reader import schema
 from models.common.base_model import BaseDygraphModel
 from models.common.spec import Param, positive_int, positive_ints
 from .net import DeepFMLayer
@@ -20,5 +19,5 @@ class DygraphModel(BaseDygraphModel):
     data_parallel_requires = {"hyper_parameters.sparse_gradients": False}  # DataParallel all-reduces dense grads
 
     def create_model(self, config):
-        return DeepFMLayer(schema(config), config.get("hyper_parameters.fc_sizes"),
+        return DeepFMLayer(self.schema(config), config.get("hyper_parameters.fc_sizes"),
                            sparse=config.get("hyper_parameters.sparse_gradients", False))

@@ -3,7 +3,7 @@ items (BCE, Adam, AUC from the base class); the generator and the cold-start / w
 run in infer_warmup.py (tools/infer.py points there)."""
 from models.common.base_model import BaseDygraphModel
 from models.common.spec import Param, positive_int, positive_ints
-from .movielens_reader import CONTEXT_FEATURES, ID, ITEM_FEATURES, schema
+from models.common.datasets.movielens import CONTEXT_FEATURES, ID, ITEM_FEATURES
 from .net import EmbeddingGenerator, MetaEmbDeepFM
 
 
@@ -33,7 +33,7 @@ class DygraphModel(BaseDygraphModel):
     evaluator_script = "infer_warmup.py"
 
     def create_model(self, config):
-        return MetaEmbDeepFM(schema(config), ID, ITEM_FEATURES, CONTEXT_FEATURES,
+        return MetaEmbDeepFM(self.schema(config), ID, ITEM_FEATURES, CONTEXT_FEATURES,
                              config.get("hyper_parameters.fc_sizes"), config.get("hyper_parameters.init_std", 0.01))
 
     def create_generator(self, config):

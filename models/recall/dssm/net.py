@@ -8,7 +8,7 @@ The history shares the item-id table; the towers, similarity, modes and losses a
 matching wrapper's (models/common/matching.py).
 """
 from models.common.matching import MLPTower
-from models.common.retrieval_data import USER_FEATURES
+from models.common.datasets.movielens import USER_FEATURES
 
 
 def build_towers(embedding, user_fc_sizes, item_fc_sizes, dropout=0.0):

@@ -9,7 +9,7 @@ trained pair-wise: the triplet hinge loss max(0, margin - (cos(u, i+) - cos(u, i
 option). The towers, modes and losses are the shared matching wrapper's (models/common/matching.py).
 """
 from models.common.matching import MLPTower
-from models.common.retrieval_data import USER_FEATURES
+from models.common.datasets.movielens import USER_FEATURES
 
 
 def build_towers(embedding, user_fc_sizes, item_fc_sizes, dropout=0.0):

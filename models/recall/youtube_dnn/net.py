@@ -8,7 +8,7 @@ trained list-wise: a softmax over the positive and sampled negatives (sampled so
 modes and losses are the shared matching wrapper's (models/common/matching.py).
 """
 from models.common.matching import IdTower, MLPTower
-from models.common.retrieval_data import USER_FEATURES
+from models.common.datasets.movielens import USER_FEATURES
 
 
 def build_towers(embedding, user_fc_sizes, dropout=0.0):

@@ -10,7 +10,7 @@ probability that item i is in a batch, corrects their popularity bias. The tower
 losses are the shared matching wrapper's (models/common/matching.py).
 """
 from models.common.matching import MLPTower
-from models.common.retrieval_data import USER_FEATURES
+from models.common.datasets.movielens import USER_FEATURES
 
 
 def build_towers(embedding, user_fc_sizes, item_fc_sizes, dropout=0.0):

@@ -61,14 +61,14 @@ def test_parse_matches_written_values(tmp_path):
 
 def test_chunked_conversion_equals_whole_file_and_keeps_line_numbers(tmp_path, monkeypatch):
     (path,) = write_criteo_like(tmp_path / "d", 300, seed=5, bad_line=(0, 250, "click:1 oops"))
-    monkeypatch.setattr(data, "CHUNK_BYTES", 1000)  # ~4 lines per chunk
+    monkeypatch.setattr(data.parsers, "CHUNK_BYTES", 1000)  # ~4 lines per chunk
     with pytest.raises(DataFormatError, match=f"{path}, line 250: expected 40 fields"):
         load([path], tmp_path)
     chunks = []
     monkeypatch.setattr(data.Chunk, "__init__", _recording(data.Chunk.__init__, chunks))
     small = load([path], tmp_path, skip_bad_lines=True)
     assert len(chunks) > 50  # really converted piecewise
-    monkeypatch.setattr(data, "CHUNK_BYTES", 1 << 24)
+    monkeypatch.setattr(data.parsers, "CHUNK_BYTES", 1 << 24)
     whole = load([path], tmp_path / "other", skip_bad_lines=True)
     assert small.skipped_lines == whole.skipped_lines == 1 and len(small) == 299
     np.testing.assert_array_equal(as_matrix(small), as_matrix(whole))
@@ -251,9 +251,9 @@ def test_damaged_cache_is_rebuilt_not_read(tmp_path, damage):
 def test_conversion_killed_midway_leaves_nothing_usable(tmp_path):
     """kill -9 during conversion: the staging folder is never used and the next run rebuilds."""
     (path,) = write_criteo_like(tmp_path / "d", 20000, seed=1)
-    script = (f"import sys; sys.path.insert(0, {REPO!r}); import time, models.common.data as d\n"
+    script = (f"import sys; sys.path.insert(0, {REPO!r}); import time, models.common.data.cache as d, models.common.data.parsers as p\n"
               f"from tests.models.common.test_data import load\n"
-              f"d.CHUNK_BYTES = 4096\n"
+              f"p.CHUNK_BYTES = 4096\n"
               f"real = d._BlockWriter.append\n"
               f"def slow(self, block):\n    real(self, block); time.sleep(0.01)\n"
               f"d._BlockWriter.append = slow\n"

@@ -7,7 +7,7 @@ import paddle
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from models.common import aliccp
+from models.common.datasets import aliccp
 from models.common.data import CachedDataset, ColumnarCSVParser, DataFormatError, FieldPairParser
 from models.common.embedding import BagEmbedding
 from models.common.features import DenseFeature, Label, Schema, SequenceFeature, SparseFeature

@@ -1,4 +1,5 @@
 """DeepFM network and reader."""
+import importlib
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from models.common.data import DataFormatError
 from tests.conftest import DEEPFM_CONFIG, write_criteo_like
 from tools.utils.config import load_config
-from models.common.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 
@@ -54,7 +55,7 @@ def test_learns_a_simple_rule(tmp_path):
     dm = load_dygraph_model(DEEPFM_CONFIG)()
     model = dm.create_model(config)
     optimizer = dm.create_optimizer(model, config)
-    dataset = load_module(os.path.join(FOLDER, "criteo_reader.py")).RecDataset([str(tmp_path / "part-0.txt")], config)
+    dataset = importlib.import_module("models.common.datasets.criteo").RecDataset([str(tmp_path / "part-0.txt")], config)
     batch = {k: paddle.to_tensor(v) for k, v in dataset.take(np.arange(512)).items()}
     metrics, _ = dm.create_metrics("train")
     losses = []
@@ -69,7 +70,7 @@ def test_learns_a_simple_rule(tmp_path):
 
 def test_reader_shapes_on_shipped_sample():
     config = load_config(DEEPFM_CONFIG)
-    reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
+    reader = importlib.import_module("models.common.datasets.criteo")
     path = os.path.join(FOLDER, "data", "train", "sample_train.txt")
     dataset = reader.RecDataset([path], config)
     batch = dataset.take(np.arange(len(dataset)))
@@ -84,7 +85,7 @@ def test_reader_shapes_on_shipped_sample():
 
 def test_reader_rejects_ids_outside_the_table(tmp_path):
     (path,) = write_criteo_like(tmp_path, 20, num_ids=5000)
-    reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
+    reader = importlib.import_module("models.common.datasets.criteo")
     with pytest.raises(DataFormatError, match=f"{path}, line [0-9]+: [0-9]+ has value [0-9]+ outside "
                                               r"\[0, 999\] \(vocabulary of [0-9]+: 1000 ids\)"):
         reader.RecDataset([path], small_config(f"runner.data_cache_dir={tmp_path / 'cache'}"))

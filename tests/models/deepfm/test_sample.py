@@ -1,13 +1,13 @@
 """DeepFM's synthetic sample (data/make_sample.py): reproducible byte for byte, in the exact slot
 format of the real rows, and learnable by config.yaml as shipped."""
 import json
+import importlib
 import os
 
 import numpy as np
 
 from tests.conftest import DEEPFM_CONFIG, run_tool
 from tools.utils.config import load_config
-from models.common.loading import load_module
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 FILES = {"train": "sample_train.txt", "test": "sample_test.txt"}
@@ -36,7 +36,7 @@ def test_config_points_at_the_synthetic_sample():
 
 def test_synthetic_sample_has_the_real_rows_format():
     config = load_config(DEEPFM_CONFIG)
-    reader = load_module(os.path.join(FOLDER, "criteo_reader.py"))
+    reader = importlib.import_module("models.common.datasets.criteo")
     ids = {}
     for split, rows in (("train", 1000), ("test", 400)):
         path = committed(split)

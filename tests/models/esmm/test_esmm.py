@@ -1,6 +1,7 @@
 """ESMM: network structure, metrics definitions, label-leakage guard, train/infer agreement and the
 shipped synthetic sample end to end through tools/trainer.py and tools/infer.py."""
 import json
+import importlib
 import os
 import re
 
@@ -13,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from tests.conftest import REPO, run_tool
 from tools.utils.config import load_config
 from tools.utils.data import create_loader
-from models.common.loading import load_dygraph_model, load_module
+from models.common.loading import load_dygraph_model
 
 CONFIG = os.path.join(REPO, "models", "multitask", "esmm", "config.yaml")
 FOLDER = os.path.dirname(CONFIG)
@@ -28,7 +29,7 @@ def setup_model(tmp_path, *overrides):
 
 
 def dataset(config, split):
-    reader = load_module(os.path.join(FOLDER, "esmm_reader.py"))
+    reader = importlib.import_module("models.common.datasets.aliccp")
     folder = config.get("runner.train_data_dir" if split == "train" else "runner.test_data_dir")
     return reader.RecDataset([os.path.join(folder, f) for f in sorted(os.listdir(folder)) if not f.startswith(".")],
                              config)
@@ -65,7 +66,7 @@ def test_label_leakage_guard(tmp_path):
     """No label (nor anything from one) reaches the network: the schema's features exclude
     click/purchase and changing the labels of a batch changes no prediction."""
     config, dm, model = setup_model(tmp_path)
-    schema = load_module(os.path.join(FOLDER, "esmm_reader.py")).schema(config)
+    schema = importlib.import_module("models.common.datasets.aliccp").schema(config)
     features = [f.name for f in schema.features if f not in schema.labels]
     assert not {"click", "purchase"} & set(features) and len(features) == 23
     data = dataset(config, "test")
@@ -181,5 +182,5 @@ def test_unquoted_field_names_under_max_len_are_refused(tmp_path):
 
 def test_config_max_len_bounds_are_applied(tmp_path):
     config, dm, model = setup_model(tmp_path)
-    schema = load_module(os.path.join(FOLDER, "esmm_reader.py")).schema(config)
+    schema = importlib.import_module("models.common.datasets.aliccp").schema(config)
     assert schema["109_14"].max_len == 8 and schema["210"].max_len == 4 and schema["101"].max_len == 1

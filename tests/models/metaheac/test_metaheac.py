@@ -1,6 +1,7 @@
 """MetaHeac: fast-weight math, readers, infer_meta protocol and the two commands end to end."""
 import json
 import math
+import importlib
 import os
 import shutil
 
@@ -34,7 +35,7 @@ def _config(*overrides):
 
 def _random_rows(rng, n, max_idxs=TINY_MAX_IDXS, aid=1):
     """Columns of ``n`` rows in the published layout, ids within ``max_idxs``."""
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    lookalike = importlib.import_module("models.common.datasets.lookalike")
     cols = {"label": rng.integers(0, 2, n), "aid": np.full(n, aid)}
     for name, top in zip(lookalike.STATIC, max_idxs[0]):
         cols[name] = rng.integers(0, top + 1, n)
@@ -51,7 +52,7 @@ def _random_rows(rng, n, max_idxs=TINY_MAX_IDXS, aid=1):
 def _tiny(dtype="float32", seed=0, **kw):
     """A small MetaHeac net and a random meta-batch (2 tasks x 6 rows) for it."""
     _, net, _ = _modules()
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    lookalike = importlib.import_module("models.common.datasets.lookalike")
     schema = lookalike.schema(Config({"hyper_parameters": {"max_idxs": TINY_MAX_IDXS, "embed_dim": kw.get("dim", 4)}},
                                      "tiny.yaml"))
     paddle.set_default_dtype(dtype)
@@ -176,7 +177,7 @@ def test_second_order_gradient_matches_numerical_check():
 # ---- initialisation ------------------------------------------------------------------------------
 def _net(init):
     _, net, _ = _modules()
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    lookalike = importlib.import_module("models.common.datasets.lookalike")
     max_idxs = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 20000, 5000, 1000, 1000], [78, 137, 14, 39, 32, 3]]
     schema = lookalike.schema(Config({"hyper_parameters": {"max_idxs": max_idxs, "embed_dim": 64}}, "t.yaml"))
     paddle.seed(3)
@@ -382,7 +383,7 @@ def test_finetune_on_seed_rows_equals_dense_finetune():
     fast = evaluator.finetune_and_predict(task)
     evaluator.restore()
     # The plain loop on a copy of the model, with the evaluator's batch order.
-    lookalike, hp = load_module(os.path.join(FOLDER, "lookalike_data.py")), lambda k: config.get(f"hyper_parameters.{k}")
+    lookalike, hp = importlib.import_module("models.common.datasets.lookalike"), lambda k: config.get(f"hyper_parameters.{k}")
     reference = _modules()[1].MetaHeacLayer(lookalike.schema(config), lookalike.STATIC + lookalike.DYNAMIC, lookalike.AD,
                                             hp("mlp_dims"), hp("num_expert"), hp("num_output"),
                                             sparse=False)  # dense table gradient

@@ -1,5 +1,6 @@
 """datasets/Lookalike/preprocess.py on a tiny hand-made raw set in the Tencent 2018 formats."""
 import json
+import importlib
 import os
 
 import numpy as np
@@ -9,7 +10,6 @@ from types import SimpleNamespace
 from conftest import REPO, run_tool
 from models.common.data import CachedDataset
 from tools.utils.config import Config
-from models.common.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
 
@@ -54,7 +54,7 @@ def test_preprocess_raw_files(tmp_path):
         max_idxs = json.load(f)
     # Ad fields are label-encoded over adFeature.csv; interest1 has 12 distinct ids -> pad id 12.
     assert max_idxs[2] == [3, 3, 2, 3, 2, 2] and max_idxs[1][0] == 12
-    lookalike = load_module(os.path.join(FOLDER, "lookalike_data.py"))
+    lookalike = importlib.import_module("models.common.datasets.lookalike")
     config = Config({"runner": {"data_cache_dir": str(tmp_path / "cache")},
                      "hyper_parameters": {"max_idxs": max_idxs, "embed_dim": 4}}, "x.yaml")
 

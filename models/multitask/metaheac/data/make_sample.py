@@ -3,7 +3,7 @@
     python models/multitask/metaheac/data/make_sample.py [--out DIR] [--seed 2021]
 
 Same columns, dtypes and padded-list layout as the published MetaHeac files (npz format, see
-lookalike_data.py), ids within config.yaml's max_idxs. Why synthetic: PaddleRec's sample has
+models/common/datasets/lookalike.py), ids within config.yaml's max_idxs. Why synthetic: PaddleRec's sample has
 only positive labels (every AUC on it is undefined) and the real Tencent data may not be
 redistributed. The labels follow
 

@@ -91,8 +91,7 @@ def parser():
 
 
 class RecDataset(CachedDataset):
-    """The reader every Ali-CCP model's config names (its folder's reader module re-exports it):
-    files converted once into the columnar cache."""
+    """The Ali-CCP files (either form), converted once into the columnar cache."""
 
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), parser())

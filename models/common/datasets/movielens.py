@@ -1,7 +1,10 @@
-"""The MovieLens retrieval data every two-tower model reads (written by
-datasets/movielens/preprocess_retrieval.py, or the synthetic sample's make_sample.py).
+"""MovieLens (ml-100k, ml-1m) in the two forms the models read:
 
-``hyper_parameters.dataset_info_path`` names the data set's ``dataset.json``: vocabulary sizes,
+- the retrieval rows every two-tower model reads (``RecDataset``; datasets/movielens/
+  preprocess_retrieval.py, or the synthetic sample's make_sample.py, writes them);
+- MetaEmb's cold-start splits (``ColdStartDataset``; datasets/movielens/preprocess_metaemb.py).
+
+Retrieval rows. ``hyper_parameters.dataset_info_path`` names the data set's ``dataset.json``: vocabulary sizes,
 history length and the item catalog (genres and training count of every item id). Rows are
 PaddleRec slot lines ``user_id gender age occupation zip hist*H hist_length item_id``; the
 history is a sequence feature that shares the item-id embedding table. Genres are not in the
@@ -15,8 +18,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from models.common.data import CachedDataset, SlotParser
-from models.common.features import Schema, SequenceFeature, SparseFeature
+from models.common.data import CachedDataset, NpzParser, SlotParser
+from models.common.features import Label, Schema, SequenceFeature, SparseFeature
 from models.common.spec import SpecError
 
 USER_FEATURES = ("user_id", "gender", "age", "occupation", "zip")
@@ -59,8 +62,9 @@ def embedded_features(config):
     return schema(config).features + [SequenceFeature("genre", info["vocab"]["genre"], dim, info["max_genres"], "mean")]
 
 
-def slots(config):
-    return list(USER_FEATURES) + ["hist"] * dataset_info(config)["max_history"] + ["hist_length", "item_id"]
+def slot_names(max_history):
+    """The slot names of a retrieval row, in order."""
+    return list(USER_FEATURES) + ["hist"] * max_history + ["hist_length", "item_id"]
 
 
 class ItemCatalog(nn.Layer):
@@ -85,4 +89,41 @@ class ItemCatalog(nn.Layer):
 
 class RecDataset(CachedDataset):
     def __init__(self, file_list, config):
-        super().__init__(file_list, config, schema(config), SlotParser(slots(config)))
+        super().__init__(file_list, config, schema(config), SlotParser(slot_names(dataset_info(config)["max_history"])))
+
+
+# ---- MetaEmb's cold-start splits --------------------------------------------------------------
+# .npz files with one array per column (COLDSTART_COLUMNS): label (rating >= 4), item_id (the "ad"
+# ID), year, title [rows, 8] + title_length, genres [rows, 6] + genres_length, user_id, age (7
+# buckets), gender, occupation. Vocabulary sizes of the ids that depend on the data come from the
+# config (hyper_parameters.num_items, num_users, title_vocab); an id outside them is an error
+# naming the file and row.
+ID = "item_id"  # the ID whose embedding MetaEmb generates
+ITEM_FEATURES = ["year", "title", "genres"]  # the generator's input (the item's other features)
+CONTEXT_FEATURES = ["user_id", "age", "gender", "occupation"]
+TITLE_LEN = 8  # words of a title (the official code's pad_sequences(maxlen=8))
+GENRES_LEN = 6  # the most genres a MovieLens movie lists
+YEAR_BASE, YEAR_VOCAB = 1900, 128  # year id = year - 1900 in [1, 127]; 0 = unknown or earlier
+GENRE_VOCAB, AGE_VOCAB, GENDER_VOCAB, OCCUPATION_VOCAB = 19, 7, 2, 21
+COLDSTART_COLUMNS = ["label", "item_id", "year", "title", "title_length", "genres", "genres_length",
+                     "user_id", "age", "gender", "occupation"]
+
+
+def coldstart_schema(config):
+    dim = config.get("hyper_parameters.embed_dim")
+    return Schema([
+        Label("label"),
+        SparseFeature(ID, config.get("hyper_parameters.num_items"), dim),
+        SparseFeature("year", YEAR_VOCAB, dim),
+        SequenceFeature("title", config.get("hyper_parameters.title_vocab"), dim, max_len=TITLE_LEN),
+        SequenceFeature("genres", GENRE_VOCAB, dim, max_len=GENRES_LEN),
+        SparseFeature("user_id", config.get("hyper_parameters.num_users"), dim),
+        SparseFeature("age", AGE_VOCAB, dim),
+        SparseFeature("gender", GENDER_VOCAB, dim),
+        SparseFeature("occupation", OCCUPATION_VOCAB, dim),
+    ])
+
+
+class ColdStartDataset(CachedDataset):
+    def __init__(self, file_list, config):
+        super().__init__(file_list, config, coldstart_schema(config), NpzParser())

@@ -14,7 +14,8 @@ from models.common.features import DenseFeature, Schema
 from models.common.multitask import parse_tasks, task_labels
 from models.common.spec import Param, SpecError, positive_int
 
-FEATURES = "features"
+LABELS = ("income", "marital")  # income > 50K; never married (the MMoE paper's tasks)
+FEATURES = "features"  # the input columns are features:<name>
 CONFIG_SPEC = {"hyper_parameters.feature_dim": positive_int(required=False),
                "hyper_parameters.feature_meta_path": Param(str, required=False)}
 
@@ -53,8 +54,7 @@ def parser(config=None):
 
 
 class RecDataset(CachedDataset):
-    """The reader every census model's config names (its folder's reader module re-exports it):
-    files converted once into the columnar cache."""
+    """The census files, converted once into the columnar cache."""
 
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), parser(config))
