@@ -190,7 +190,7 @@ def make_baseline(ctx, dataset, slots, overrides=(), module=None):
     ``overrides`` (key=value) apply to the baseline's copy of the config only, e.g. PaddleRec's
     own optimizer settings."""
     config = ctx.config.copy()
-    config.apply_overrides(overrides, ctx.dygraph_model.open_sections)
+    config.apply_overrides(overrides, ctx.dygraph_model.full_config_spec(config))
     files = list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir")
     num_workers = config.get("runner.num_workers")
     module = module or _reader_module(type(dataset))

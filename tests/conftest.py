@@ -80,3 +80,11 @@ def criteo_run(tmp_path):
         "runner.train_batch_size=64", "runner.print_interval=3",
     ]
     return tmp_path, overrides
+
+
+def model_config(config_path, overrides=()):
+    """The config of a model folder, checked against every key the model declares, defaults filled
+    in (as the runners load it)."""
+    from tools.utils.runtime import load_model
+
+    return load_model(config_path, list(overrides))[0]

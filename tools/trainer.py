@@ -123,25 +123,16 @@ def train(ctx):
 
 def split_validation(config, dm, dataset, log):
     """-> (training rows, validation rows or None), from runner.valid_data_dir (files read by the
-    infer reader) or runner.valid_fraction (the last rows of the training data)."""
+    infer reader) or runner.valid_fraction (the last rows of the training data). The keys
+    themselves were checked with the config (tools.utils.config.check_runner)."""
     valid_dir, fraction = config.get("runner.valid_data_dir"), config.get("runner.valid_fraction")
-    patience = config.get("runner.early_stop_patience")
-    if patience < 0:
-        raise ConfigError(f"runner.early_stop_patience must be >= 0 (0: no early stopping), got {patience}")
-    if valid_dir and fraction is not None:
-        raise ConfigError("runner.valid_fraction: set runner.valid_data_dir or runner.valid_fraction, not both")
     if not valid_dir and fraction is None:
-        if patience:
-            raise ConfigError("runner.early_stop_patience needs validation data: set runner.valid_data_dir "
-                              "or runner.valid_fraction")
         return dataset, None
     if METRIC not in dm.create_metrics("infer")[1]:
         raise ConfigError(f"runner.valid_data_dir / valid_fraction: this model's evaluation reports no "
                           f"{METRIC} to select the best epoch by")
     if valid_dir:
         return dataset, load_reader(config, "infer")(list_data_files(valid_dir, "runner.valid_data_dir"), config)
-    if not 0 < fraction < 1:
-        raise ConfigError(f"runner.valid_fraction must be in (0, 1), got {fraction}")
     if not hasattr(dataset, "take"):
         raise ConfigError("runner.valid_fraction: this model's reader cannot hold out rows; use runner.valid_data_dir")
     rows = len(dataset)

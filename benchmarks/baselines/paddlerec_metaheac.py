@@ -37,7 +37,7 @@ class PaddleRecStyleNet(paddle.nn.Layer):
 
     def __init__(self, config):
         super().__init__()
-        hp = lambda k, d=None: config.get(f"hyper_parameters.{k}", d)  # noqa: E731
+        hp = lambda k: config.get(f"hyper_parameters.{k}")  # noqa: E731
         dim, (static, dynamic, ad) = hp("embed_dim"), hp("max_idxs")
         self.names = STATIC + DYNAMIC + AD
         self.tables = paddle.nn.LayerList([paddle.nn.Embedding(m + 1, dim) for m in static + dynamic + ad])

@@ -31,6 +31,8 @@ import paddle  # noqa: E402
 from benchmarks.baselines.paddlerec_metaheac import (PaddleRecCodeRunner, PaddleRecStyleNet, dense_meta_loss,  # noqa: E402
                                                       paddlerec_code_finetune, paddlerec_finetune, paddlerec_meta_loss)
 from models.common.data import list_data_files  # noqa: E402
+from models.common.spec import Param, SpecError, positive_int  # noqa: E402
+from tools.utils.config import ConfigError  # noqa: E402
 from models.multitask.metaheac.dygraph_model import DygraphModel, meta_loss  # noqa: E402
 from models.multitask.metaheac.infer_meta import TaskEvaluator  # noqa: E402
 from models.common.datasets.lookalike import AD, DYNAMIC, STATIC, schema  # noqa: E402
@@ -39,26 +41,43 @@ from models.multitask.metaheac.reader_infer import RecDataset as InferDataset  #
 from models.multitask.metaheac.reader_infer import Task  # noqa: E402
 from models.multitask.metaheac.reader_train import RecDataset as TrainDataset  # noqa: E402
 
-DEFAULTS = {"max_idxs": None, "batch_size": 4, "task_count": 5, "meta_steps": 3, "finetune_tasks": 2,
-            "finetune_seed_rows": 1000, "finetune_batch_size": 32,
-            # the published configuration's size (config_bigdata.yaml); 0 skips it
-            "large_batch_size": 1024, "large_meta_steps": 3, "large_finetune_seed_rows": 2048,
-            # PaddleRec's own MetaHeac folder (models/multitask/metaheac of a PaddleRec checkout); "" skips it
-            "paddlerec_code_dir": ""}
+def _bench(**params):
+    return {f"benchmark.{name}": param for name, param in params.items()}
 
 
+# The benchmark: section of MetaHeac's configs.
+BENCHMARK_SPEC = _bench(
+    max_idxs=Param(list, required=False, help="vocabularies of the timed tables (default: hyper_parameters.max_idxs)"),
+    batch_size=positive_int(default=4, help="meta-step support / query size"),
+    task_count=positive_int(default=5, help="tasks per meta-step"),
+    meta_steps=positive_int(default=3, help="timed meta-steps (after one warm-up step)"),
+    finetune_tasks=positive_int(default=2, help="timed tasks per fine-tuning method"),
+    finetune_seed_rows=positive_int(default=1000, help="seed rows of the timed task"),
+    finetune_batch_size=positive_int(default=32, help="fine-tuning batch size"),
+    large_batch_size=Param(int, min=0, default=1024, help="the published configuration's batch, timed too (0: skip)"),
+    large_meta_steps=positive_int(default=3, help="timed meta-steps at large_batch_size"),
+    large_finetune_seed_rows=positive_int(default=2048, help="seed rows of the task timed at large_batch_size"),
+    paddlerec_code_dir=Param(str, default="", help="PaddleRec's models/multitask/metaheac folder, timed as well "
+                                                   "(empty: not)"),
+)
 
 
 def _settings(config):
-    values = {k: config.get(f"benchmark.{k}", v) for k, v in DEFAULTS.items()}
+    """The benchmark: settings, checked against BENCHMARK_SPEC (whoever loaded the config)."""
+    values = {}
+    for key, param in BENCHMARK_SPEC.items():
+        try:
+            values[key.split(".", 1)[1]] = param.check(key, config.get(key))
+        except SpecError as error:
+            raise ConfigError(f"{config.path}: {error}") from None
     values["max_idxs"] = values["max_idxs"] or config.get("hyper_parameters.max_idxs")
     return values
 
 
 def _model(config, sparse=True):
-    hp = lambda k, d=None: config.get(f"hyper_parameters.{k}", d)  # noqa: E731
+    hp = lambda k: config.get(f"hyper_parameters.{k}")  # noqa: E731
     return MetaHeacLayer(schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
-                         hp("num_output"), hp("dropout", 0.0), sparse=sparse)
+                         hp("num_output"), hp("dropout"), sparse=sparse)
 
 
 class _MetaRunner:
@@ -154,9 +173,9 @@ def run_benchmark(config):
     """-> dict of timings (seconds) and speed-ups; see the module docstring."""
     s = _settings(config)
     paddle.set_device("cpu")
-    first_order = bool(config.get("hyper_parameters.first_order", False))
+    first_order = config.get("hyper_parameters.first_order")
     result = {"settings": {**s, "first_order": first_order,
-                           "lazy_mode": bool(config.get("hyper_parameters.optimizer.lazy_mode", False)),
+                           "lazy_mode": config.get("hyper_parameters.optimizer.lazy_mode"),
                            "math_threads": _math_threads(),
                            # MKL's kernels (tools/utils picks them on AMD CPUs): both sides use the same
                            "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
@@ -204,7 +223,7 @@ def main(args):
     """Time MetaHeac's meta-step and per-task fine-tuning against PaddleRec-style baselines."""
     from tools.utils.runtime import setup
 
-    result = run_benchmark(setup(args, distributed=False).config)
+    result = run_benchmark(setup(args, distributed=False, extra_spec=BENCHMARK_SPEC).config)
     print(json.dumps(result, indent=2), flush=True)
     return result
 

@@ -7,8 +7,8 @@ of ``hyper_parameters.optimizer`` (``class``: Adam, AdamW, SGD, Adagrad, Momentu
 running AUC in training logs and exact AUC + logloss for evaluation.
 
 A model also declares what it reads and supports, so that the runners refuse a bad config before
-any work: ``config_spec`` (key -> models.common.spec.Param: type and range),
-``supports_data_parallel`` and ``evaluator_script``.
+any work: ``config_spec`` (key -> models.common.spec.Param: type, range, default, help),
+``supports_data_parallel`` and ``data_parallel_requires``.
 """
 import inspect
 import os
@@ -16,45 +16,45 @@ import os
 import paddle
 import paddle.nn.functional as F
 
-from models.common.loading import reader_schema
+from models.common.loading import load_reader, reader_schema
 from models.common.metrics import AUC, LogLoss, RunningAUC
 from models.common.spec import Param, SpecError
 
-OPTIMIZER = "hyper_parameters.optimizer"
+HP = "hyper_parameters"
+OPTIMIZER = f"{HP}.optimizer"
 # hyper_parameters.optimizer.class (case-insensitive) -> paddle.optimizer class name
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "adagrad": "Adagrad", "momentum": "Momentum",
               "rmsprop": "RMSProp"}
 LAZY_OPTIMIZERS = ("Adam", "AdamW")  # the ones with lazy_mode (update only the rows a batch used)
 
 
-def optimizer_spec(learning_rate_key=f"{OPTIMIZER}.learning_rate", learning_rate_default=0.001):
-    """The optimizer keys every model understands (settable with -o even when absent from the file)."""
-    return {
-        f"{OPTIMIZER}.class": Param(str, choices=OPTIMIZERS.values(), required=False, default="Adam"),
-        learning_rate_key: Param(float, above=0, required=learning_rate_default is None,
-                                 default=learning_rate_default),
-        f"{OPTIMIZER}.weight_decay": Param(float, min=0, required=False),
-        f"{OPTIMIZER}.lazy_mode": Param(bool, required=False, default=False),
-    }
+OPTIMIZER_SPEC = {
+    f"{OPTIMIZER}.class": Param(str, choices=OPTIMIZERS.values(), default="Adam", help="the optimizer (any case)"),
+    f"{OPTIMIZER}.weight_decay": Param(float, min=0, required=False, help="L2 weight decay (AdamW: decoupled decay)"),
+    f"{OPTIMIZER}.lazy_mode": Param(bool, default=False,
+                                    help="Adam / AdamW update only the embedding rows a batch used"),
+}
+LEARNING_RATE = Param(float, above=0, default=0.001, help="the optimizer's learning rate")
+SPARSE_GRADIENTS = "hyper_parameters.sparse_gradients"
+SPARSE_GRADIENTS_SPEC = {SPARSE_GRADIENTS: Param(bool, default=False, help="row-sparse embedding gradients (faster; "
+                                                                           "one process only)")}
 
 
 def check_optimizer_config(config):
     """Combinations of optimizer keys that cannot work, as SpecError naming the key."""
-    name = config.get(f"{OPTIMIZER}.class") or "Adam"
-    if str(name).lower() not in OPTIMIZERS:
-        raise SpecError(f"'{OPTIMIZER}.class' must be one of {', '.join(OPTIMIZERS.values())}, got {name!r}")
-    if config.get(f"{OPTIMIZER}.lazy_mode") and OPTIMIZERS[str(name).lower()] not in LAZY_OPTIMIZERS:
-        raise SpecError(f"'{OPTIMIZER}.lazy_mode' is true but {OPTIMIZERS[str(name).lower()]} has no lazy mode "
+    name = OPTIMIZERS[str(config.get(f"{OPTIMIZER}.class")).lower()]
+    if config.get(f"{OPTIMIZER}.lazy_mode") and name not in LAZY_OPTIMIZERS:
+        raise SpecError(f"'{OPTIMIZER}.lazy_mode' is true but {name} has no lazy mode "
                         f"(only {' and '.join(LAZY_OPTIMIZERS)}); set it to false")
 
 
-def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning_rate", learning_rate_default=None):
-    """The optimizer ``hyper_parameters.optimizer`` describes: ``class`` (default Adam), the
-    learning rate at ``learning_rate_key``, ``weight_decay`` (L2; AdamW's decoupled decay) and
-    ``lazy_mode`` (Adam/AdamW only)."""
+def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning_rate"):
+    """The optimizer ``hyper_parameters.optimizer`` describes: ``class``, the learning rate at
+    ``learning_rate_key``, ``weight_decay`` (L2; AdamW's decoupled decay) and ``lazy_mode``
+    (Adam/AdamW only)."""
     check_optimizer_config(config)
-    name = OPTIMIZERS[str(config.get(f"{OPTIMIZER}.class") or "Adam").lower()]
-    learning_rate = config.get(learning_rate_key, learning_rate_default)
+    name = OPTIMIZERS[str(config.get(f"{OPTIMIZER}.class")).lower()]
+    learning_rate = config.get(learning_rate_key)
     if learning_rate is None:
         raise SpecError(f"required key '{learning_rate_key}' is missing")
     kwargs = {"learning_rate": float(learning_rate), "parameters": parameters}
@@ -62,23 +62,19 @@ def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning
     if weight_decay is not None:
         kwargs["weight_decay"] = float(weight_decay)
     if name in LAZY_OPTIMIZERS:
-        kwargs["lazy_mode"] = bool(config.get(f"{OPTIMIZER}.lazy_mode", False))
+        kwargs["lazy_mode"] = bool(config.get(f"{OPTIMIZER}.lazy_mode"))
     return getattr(paddle.optimizer, name)(**kwargs)
 
 
 class BaseDygraphModel:
-    # Dotted config sections under which ``-o`` may add keys the config file does not have.
-    open_sections = ()
-    # Config keys the model cannot run without (checked with the runner's own keys).
-    required_keys = ()
     # Names of the label columns, used for the per-sample prediction CSV.
     label_names = ("label",)
     # Declared config keys {dotted key: Param}, merged over the class hierarchy with the optimizer
-    # keys (see ``full_config_spec``); checked before any work, settable with -o.
+    # keys and the reader's (see ``full_config_spec``); checked before any work, settable with -o.
     config_spec = {}
-    # Where the optimizer's learning rate lives (None default: the key is required).
+    # Where the optimizer's learning rate lives (declared with LEARNING_RATE unless config_spec
+    # declares that key itself).
     learning_rate_key = f"{OPTIMIZER}.learning_rate"
-    learning_rate_default = 0.001
     # False: runner.use_fleet / several launched processes are refused up front.
     supports_data_parallel = True
     # {dotted key: value} the model needs under runner.use_fleet (data parallel); others are refused.
@@ -88,12 +84,30 @@ class BaseDygraphModel:
     evaluator_script = None
 
     @classmethod
-    def full_config_spec(cls):
-        """Optimizer keys + every ``config_spec`` along the class hierarchy (subclass wins)."""
-        spec = optimizer_spec(cls.learning_rate_key, cls.learning_rate_default)
+    def model_spec(cls):
+        """The optimizer keys and every ``config_spec`` along the class hierarchy (subclass wins; a
+        key mapped to None is one the subclass does not read)."""
+        spec = {**OPTIMIZER_SPEC, cls.learning_rate_key: LEARNING_RATE}
         for klass in reversed(cls.__mro__):
             spec.update(vars(klass).get("config_spec", {}))
+        return {key: param for key, param in spec.items() if param is not None}
+
+    @classmethod
+    def full_config_spec(cls, config):
+        """Every key a run of this model reads: the keys its readers declare (the data set's
+        ``config_spec``: vocabulary sizes, side files), then the model's."""
+        spec = {}
+        for mode in ("train", "infer"):
+            spec.update(getattr(load_reader(config, mode), "config_spec", {}))
+        spec.update(cls.model_spec())
         return spec
+
+    @classmethod
+    def defaults(cls, **values):
+        """``config_spec`` entries giving keys of ``hyper_parameters`` another default for this model
+        (e.g. a retrieval model's training mode): ``config_spec = Base.defaults(mode="list")``."""
+        spec = cls.model_spec()
+        return {f"{HP}.{name}": spec[f"{HP}.{name}"].but(default=value) for name, value in values.items()}
 
     @classmethod
     def model_name(cls):
@@ -119,7 +133,7 @@ class BaseDygraphModel:
         return F.binary_cross_entropy(pred, label.astype("float32").reshape(pred.shape))
 
     def create_optimizer(self, dy_model, config):
-        return build_optimizer(dy_model.parameters(), config, self.learning_rate_key, self.learning_rate_default)
+        return build_optimizer(dy_model.parameters(), config, self.learning_rate_key)
 
     def create_metrics(self, mode="train"):
         """-> (metric objects, names). Training logs use a constant-memory running AUC;

@@ -98,9 +98,9 @@ def load_reader(config, mode):
 
 
 def reader_schema(config, mode="train"):
-    """The declared features (``schema(config)``) of the reader ``mode`` names."""
-    module = reader_module(config, mode)
-    if not hasattr(module, "schema"):
-        raise AttributeError(f"{READER_KEYS['train' if mode == 'train' else 'infer']}: {module.__name__} "
-                             f"declares no schema(config)")
-    return module.schema(config)
+    """The declared features of the reader ``mode`` names (its ``RecDataset.schema(config)``)."""
+    reader = load_reader(config, mode)
+    if not hasattr(reader, "schema"):
+        raise AttributeError(f"{READER_KEYS['train' if mode == 'train' else 'infer']}: {reader.__module__}."
+                             f"{reader.__name__} declares no schema(config)")
+    return reader.schema(config)

@@ -1,28 +1,12 @@
 """Base ``DygraphModel`` of the two-tower retrieval models (models/recall/*): the matching
 wrapper's config keys, training step (models.common.matching) and the retrieval evaluation
-tools/infer.py runs for them (models.common.retrieval). A model folder subclasses it with its
-default mode and writes ``build_towers``.
+tools/infer.py runs for them (models.common.retrieval). A model folder subclasses it with the
+defaults of its paper (``config_spec = MatchingDygraphModel.defaults(mode=...)``) and, when its
+towers are not the default MLP towers, writes ``build_towers``.
 
-hyper_parameters:
-    dataset_info_path   the data set's dataset.json (vocabularies, item catalog)
-    embed_dim           embedding size of every feature
-    user_fc_sizes, item_fc_sizes   tower MLP sizes (the last is the output vector's size)
-    dropout             tower dropout
-    similarity          cosine (L2-normalised outputs) | dot
-    temperature         every logit is similarity / temperature
-    mode                point | pair | list
-    pair_loss, margin   pair mode: bpr | hinge (with margin)
-    point_balance       point mode: mean positive term + mean negative term (default true), or one
-                        mean over all labelled pairs
-    negatives           uniform | popularity | log_popularity | in_batch
-    neg_num             sampled negatives per positive (not used with in_batch)
-    logq_correction     subtract log(sampling probability) from each candidate's logit
-    retrieval.index     flat (exact inner product) | hnsw (also reports its recall vs exact)
-    retrieval.hnsw_m, retrieval.hnsw_ef_search, retrieval.top_k (list of K)
-    pretrained_item_embedding   optional .npy [items, embed_dim] of pretrained item-id embeddings,
-                        with the items' raw ids one per line in the .txt of the same name (e.g.
-                        datasets/movielens/make_pretrained_vectors.py --dim <embed_dim>)
-    freeze_pretrained   true: those rows stay fixed; false: they are fine-tuned
+
+The keys: ``config_spec`` below, and the data set's (dataset_info_path, embed_dim); ``python
+tools/trainer.py -m <config> --help-config`` prints them with their values.
 """
 import json
 import os
@@ -31,10 +15,11 @@ import numpy as np
 
 from models.common.base_model import BaseDygraphModel
 from models.common.embedding import FeatureEmbedding
-from models.common.matching import MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, TwoTower, candidate_logits, matching_loss
+from models.common.matching import (MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, MLPTower, TwoTower, candidate_logits,
+                                    matching_loss)
 from models.common.metrics import PairAUC
 from models.common.retrieval import evaluate, export_embeddings, write_recall_plot
-from models.common.datasets.movielens import ItemCatalog, dataset_info, embedded_features
+from models.common.datasets.movielens import USER_FEATURES, ItemCatalog, dataset_info, embedded_features
 from models.common.sampling import NegativeSampler
 from models.common.spec import Param, SpecError, positive_int, positive_ints
 
@@ -72,37 +57,36 @@ class MatchingDygraphModel(BaseDygraphModel):
     supports_data_parallel = False
     # What tools/infer.py's metrics.json "headline" (and the demo table) shows; all go to "infer".
     headline_keys = ("hit@50", "popular_hit@50", "recall@100", "ndcg@10", "mrr@10", "hnsw_recall_vs_exact@50")
-    required_keys = (f"{HP}.dataset_info_path", f"{HP}.embed_dim")
-    # Each model folder overrides the defaults of its paper.
-    default_mode, default_negatives, default_similarity = "point", "popularity", "cosine"
-    default_pair_loss, default_temperature, default_logq = "bpr", 0.1, False
-
-    @classmethod
-    def full_config_spec(cls):
-        spec = super().full_config_spec()
-        spec.update({
-            f"{HP}.dataset_info_path": Param(str),
-            f"{HP}.embed_dim": positive_int(),
-            f"{HP}.user_fc_sizes": positive_ints(required=False, default=[64, 32]),
-            f"{HP}.item_fc_sizes": positive_ints(required=False, default=[64, 32]),
-            f"{HP}.dropout": Param(float, min=0.0, below=1.0, required=False, default=0.0),
-            f"{HP}.similarity": Param(str, choices=SIMILARITIES, required=False, default=cls.default_similarity),
-            f"{HP}.temperature": Param(float, above=0.0, required=False, default=cls.default_temperature),
-            f"{HP}.mode": Param(str, choices=MODES, required=False, default=cls.default_mode),
-            f"{HP}.pair_loss": Param(str, choices=PAIR_LOSSES, required=False, default=cls.default_pair_loss),
-            f"{HP}.margin": Param(float, min=0.0, required=False, default=0.1),
-            f"{HP}.point_balance": Param(bool, required=False, default=True),
-            f"{HP}.negatives": Param(str, choices=NEGATIVES, required=False, default=cls.default_negatives),
-            f"{HP}.neg_num": positive_int(required=False, default=4),
-            f"{HP}.logq_correction": Param(bool, required=False, default=cls.default_logq),
-            f"{HP}.retrieval.index": Param(str, choices=("flat", "hnsw"), required=False, default="flat"),
-            f"{HP}.retrieval.hnsw_m": positive_int(required=False, default=32),
-            f"{HP}.retrieval.hnsw_ef_search": positive_int(required=False, default=128),
-            f"{HP}.retrieval.top_k": positive_ints(required=False, default=[10, 50, 100]),
-            f"{HP}.pretrained_item_embedding": Param(str, required=False),
-            f"{HP}.freeze_pretrained": Param(bool, required=False, default=False),
-        })
-        return spec
+    # A model folder gives the keys of its paper other defaults with ``defaults(...)``.
+    config_spec = {
+        f"{HP}.user_fc_sizes": positive_ints(default=[64, 32], help="user tower MLP sizes (the last is the vector's)"),
+        f"{HP}.item_fc_sizes": positive_ints(default=[64, 32], help="item tower MLP sizes (the last is the vector's)"),
+        f"{HP}.dropout": Param(float, min=0.0, below=1.0, default=0.0, help="tower dropout"),
+        f"{HP}.similarity": Param(str, choices=SIMILARITIES, default="cosine",
+                                  help="cosine (L2-normalised tower outputs) or dot"),
+        f"{HP}.temperature": Param(float, above=0.0, default=0.1, help="every logit is similarity / temperature"),
+        f"{HP}.mode": Param(str, choices=MODES, default="point",
+                            help="point (BCE), pair (BPR or hinge) or list (softmax) training"),
+        f"{HP}.pair_loss": Param(str, choices=PAIR_LOSSES, default="bpr", help="pair mode: bpr or hinge"),
+        f"{HP}.margin": Param(float, min=0.0, default=0.1, help="the hinge loss's margin"),
+        f"{HP}.point_balance": Param(bool, default=True, help="point mode: the positives' mean loss + the "
+                                                              "negatives' mean (false: one mean over all pairs)"),
+        f"{HP}.negatives": Param(str, choices=NEGATIVES, default="popularity",
+                                 help="how negatives are drawn: uniform, popularity (count^0.75), log_popularity "
+                                      "or the batch's other positives (in_batch)"),
+        f"{HP}.neg_num": positive_int(default=4, help="sampled negatives per positive (not with in_batch)"),
+        f"{HP}.logq_correction": Param(bool, default=False,
+                                       help="subtract log(sampling probability) from each candidate's logit"),
+        f"{HP}.retrieval.index": Param(str, choices=("flat", "hnsw"), default="flat",
+                                       help="evaluation search: exact inner product, or HNSW (with its recall "
+                                            "against exact)"),
+        f"{HP}.retrieval.hnsw_m": positive_int(default=32, help="HNSW graph degree"),
+        f"{HP}.retrieval.hnsw_ef_search": positive_int(default=128, help="HNSW search breadth"),
+        f"{HP}.retrieval.top_k": positive_ints(default=[10, 50, 100], help="the K of Hit/Recall/NDCG/MRR@K"),
+        f"{HP}.pretrained_item_embedding": Param(str, required=False,
+                                                 help=".npy of pretrained item-id rows (raw ids in the .txt beside it)"),
+        f"{HP}.freeze_pretrained": Param(bool, default=False, help="keep the pretrained rows fixed"),
+    }
 
     def hp(self, config):
         keys = ("similarity", "temperature", "mode", "pair_loss", "margin", "point_balance", "negatives", "neg_num",
@@ -114,13 +98,16 @@ class MatchingDygraphModel(BaseDygraphModel):
 
     def check_config(self, config):
         super().check_config(config)
-        if config.get(f"{HP}.negatives") == "in_batch" and config.get("runner.train_batch_size", 2) < 2:
+        if config.get(f"{HP}.negatives") == "in_batch" and config.get("runner.train_batch_size") < 2:
             raise SpecError(f"'{HP}.negatives' is in_batch but runner.train_batch_size < 2 leaves no negatives")
 
     # ---- network ----------------------------------------------------------------------
     def build_towers(self, embedding, config):
-        """-> (user tower, item tower), each an nn.Layer with ``output_dim`` (model folder)."""
-        raise NotImplementedError
+        """-> (user tower, item tower), each an nn.Layer with ``output_dim``: by default an MLP over the
+        user's features and one over the item's (DSSM's towers); a model folder may build others."""
+        dropout = config.get(f"{HP}.dropout")
+        return (MLPTower(embedding, list(USER_FEATURES) + ["hist"], config.get(f"{HP}.user_fc_sizes"), dropout),
+                MLPTower(embedding, ["item_id", "genre"], config.get(f"{HP}.item_fc_sizes"), dropout))
 
     def create_model(self, config):
         info = dataset_info(config)

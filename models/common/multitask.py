@@ -147,7 +147,8 @@ class MultiTaskModel(BaseDygraphModel):
     ``tasks_of(config)`` gives the tasks (by default the config's ``hyper_parameters.tasks``);
     ``metric_specs(tasks, mode)`` the metrics (per task by default; ESMM adds its CVR AUC)."""
 
-    config_spec = {TASKS: Param(list, non_empty=True)}
+    config_spec = {TASKS: Param(list, non_empty=True, help="the tasks: [{name, label, type: binary|regression, "
+                                                          "weight}] (loss = weighted sum)")}
 
     def __init__(self):
         self.tasks = None

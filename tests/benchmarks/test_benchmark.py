@@ -11,7 +11,7 @@ import paddle
 import pytest
 
 from models.common.data import list_data_files
-from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
+from tests.conftest import model_config, DEEPFM_CONFIG, REPO, run_tool
 from benchmarks import harness as bm
 from benchmarks.baselines import paddlerec_readers as pr
 
@@ -98,9 +98,8 @@ def test_benchmark_user_error_is_one_line():
 
 
 def test_synthesise_rehashes_ids_deterministically(tmp_path):
-    from tools.utils.config import load_config
-
-    slots = bm.typed_slots(_criteo_module(), load_config(DEEPFM_CONFIG))
+    
+    slots = bm.typed_slots(_criteo_module(), model_config(DEEPFM_CONFIG))
     source = list_data_files(SAMPLE_DIR, "x")
     lines = bm.read_lines(source)
     info = bm.synthesise(source, str(tmp_path / "a"), 500, slots=slots, num_ids=1000, num_files=3)
@@ -122,10 +121,9 @@ def test_synthesise_rehashes_ids_deterministically(tmp_path):
 
 def test_line_by_line_baseline_matches_our_reader(tmp_path):
     """The baseline feeds the network exactly the rows our bulk reader produces."""
-    from tools.utils.config import load_config
-
+    
     module = _criteo_module()
-    config = load_config(DEEPFM_CONFIG)
+    config = model_config(DEEPFM_CONFIG)
     files = list_data_files(SAMPLE_DIR, "x")
     ours = module.RecDataset(files, config)
     line_dataset = pr.LineByLineSlotDataset(files, bm.typed_slots(module, config))
@@ -217,10 +215,9 @@ def test_write_data_then_benchmark_it_with_in_memory_reference(tmp_path):
 def test_paddlerec_esmm_baseline_matches_our_ali_ccp_reader(tmp_path):
     """The Ali-CCP baseline (PaddleRec's ESMM reader, line by line) feeds the network the rows our
     bulk reader produces, every field:id pair included."""
-    from tools.utils.config import load_config
     esmm = os.path.join(REPO, "models", "multitask", "esmm")
     module = importlib.import_module("models.common.datasets.aliccp")
-    config = load_config(os.path.join(esmm, "config.yaml"), [f"runner.data_cache_dir={tmp_path}"])
+    config = model_config(os.path.join(esmm, "config.yaml"), [f"runner.data_cache_dir={tmp_path}"])
     files = list_data_files(os.path.join(esmm, "data", "test"), "x")
     ours = module.RecDataset(files, config)
     line_dataset, adapter = pr.paddlerec_line_reader(module, files, ours.take(np.arange(4)))

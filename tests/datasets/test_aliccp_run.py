@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.conftest import model_config
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RUN_SH = os.path.join(REPO, "datasets", "ali-ccp", "run.sh")
 S, A, B = "\x01", "\x02", "\x03"
@@ -116,8 +118,7 @@ def test_columnar_output_reads_as_the_same_batches(tmp_path):
     the same rows; a field longer than its --max-len names the line."""
     import numpy as np
 
-    from tools.utils.config import load_config
-
+    
     write_raw(tmp_path / "raw")
     env = dict(os.environ, PYTHON=sys.executable)
     widths = ["--max-len", "109_14=3", "110_14=1", "127_14=1", "150_14=2", "853=2", "210=2"]
@@ -127,7 +128,7 @@ def test_columnar_output_reads_as_the_same_batches(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "col" / "train_data" / "train.txt").read_text().startswith("click,purchase,101:0,101_length,")
     esmm = os.path.join(REPO, "models", "multitask", "esmm")
-    config = load_config(os.path.join(esmm, "config.yaml"), [
+    config = model_config(os.path.join(esmm, "config.yaml"), [
         f"runner.data_cache_dir={tmp_path / 'cache'}", "hyper_parameters.sparse_feature_number=13",
         "hyper_parameters.max_len.109_14=3", "hyper_parameters.max_len.110_14=1", "hyper_parameters.max_len.127_14=1",
         "hyper_parameters.max_len.150_14=2", "hyper_parameters.max_len.853=2", "hyper_parameters.max_len.210=2"])

@@ -7,10 +7,9 @@ import shutil
 import paddle
 import pytest
 
-from tests.conftest import DEEPFM_CONFIG, run_tool, write_criteo_like
+from tests.conftest import model_config, DEEPFM_CONFIG, run_tool, write_criteo_like
 from tests.tools.test_distributed import TINY, write_tiny_data
 from tools.utils import checkpoint
-from tools.utils.config import load_config
 
 
 def leftovers(folder):
@@ -97,7 +96,7 @@ def test_doubled_space_reads_the_intended_row(tmp_path):
     lines[4] = lines[4].replace(" 1:", "  1:")
     open(files[0], "w").write("\n".join(lines) + "\n")
     reader = importlib.import_module("models.common.datasets.criteo")
-    config = load_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
+    config = model_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
                                          f"runner.data_cache_dir={tmp_path / 'cache'}"])
     row = reader.RecDataset(files, config).take([4])
     assert [int(row[str(i)][0]) for i in range(1, 27)] == [int(t.split(":")[1]) for t in lines[4].split()[14:]]

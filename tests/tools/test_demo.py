@@ -3,9 +3,8 @@ real, in a top-level key that the runners' config loader accepts and ignores."""
 import glob
 import os
 
-from tests.conftest import REPO
+from tests.conftest import REPO, model_config
 from tools import demo
-from tools.utils.config import load_config
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "models", "*", "*", "config.yaml")))
 
@@ -19,7 +18,7 @@ def test_every_demo_config_declares_its_sample_data():
 
 def test_sample_data_key_is_accepted_by_the_config_loader():
     for config in CONFIGS:
-        loaded = load_config(config)
+        loaded = model_config(config)
         assert loaded.get("sample_data") in demo.SAMPLE_KINDS
         assert "sample_data" not in loaded.get("runner")
 

@@ -89,9 +89,9 @@ def test_valid_fraction_holds_out_the_last_rows(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["runner.early_stop_patience=2"], "runner.early_stop_patience needs validation data"),
-    (["runner.valid_fraction=1.5"], "runner.valid_fraction must be in (0, 1)"),
+    (["runner.valid_fraction=1.5"], "'runner.valid_fraction' must be a number > 0 and < 1"),
     (["runner.valid_fraction=0.2", "runner.valid_data_dir=x"], "set runner.valid_data_dir or runner.valid_fraction"),
-    (["runner.valid_fraction=0.2", "runner.early_stop_patience=-1"], "runner.early_stop_patience must be >= 0"),
+    (["runner.valid_fraction=0.2", "runner.early_stop_patience=-1"], "'runner.early_stop_patience' must be an int >= 0"),
     (["runner.valid_data_dir=/nonexistent"], "runner.valid_data_dir: data directory"),
 ])
 def test_bad_validation_settings_name_the_key(tmp_path, overrides, message):

@@ -16,7 +16,7 @@ from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
 from tests.tools.test_bad_input import assert_user_error, tiny
 from tools.utils import checkpoint
 from tools.utils.config import ConfigError, load_config
-from models.common.loading import load_dygraph_model
+from tools.utils.runtime import load_model
 
 METAHEAC = os.path.join(REPO, "models", "multitask", "metaheac")
 METAHEAC_CONFIG = os.path.join(METAHEAC, "config.yaml")
@@ -25,8 +25,7 @@ INFER_META = "models/multitask/metaheac/infer_meta.py"
 
 def model_config(config_path, *overrides):
     """(config checked against the model's declared keys, DygraphModel instance)."""
-    dm = load_dygraph_model(config_path)()
-    return load_config(config_path, list(overrides), dm.open_sections, dm.required_keys, dm.full_config_spec()), dm
+    return load_model(config_path, list(overrides))
 
 
 def ok(result):
@@ -130,10 +129,10 @@ def test_resume_with_mismatched_checkpoint_names_the_parameter(tmp_path):
 
 # ---- 6. the folder infer evaluates ----------------------------------------------------------------
 def test_infer_load_path_follows_overridden_save_path(tmp_path):
-    config = load_config(DEEPFM_CONFIG, [f"runner.model_save_path={tmp_path / 'x'}"])
+    config, _ = model_config(DEEPFM_CONFIG, f"runner.model_save_path={tmp_path / 'x'}")
     assert config.get("runner.infer_load_path") == str(tmp_path / "x")
-    both = load_config(DEEPFM_CONFIG, [f"runner.model_save_path={tmp_path / 'x'}",
-                                       f"runner.infer_load_path={tmp_path / 'y'}"])
+    both, _ = model_config(DEEPFM_CONFIG, f"runner.model_save_path={tmp_path / 'x'}",
+                           f"runner.infer_load_path={tmp_path / 'y'}")
     assert both.get("runner.infer_load_path") == str(tmp_path / "y")
     # A config that deliberately evaluates another folder keeps it.
     text = open(DEEPFM_CONFIG).read().replace('infer_load_path: "output_model_deepfm"', 'infer_load_path: "pretrained"')
@@ -274,11 +273,8 @@ def test_optimizer_class_is_honoured(name, cls):
 def test_optimizer_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"hyper_parameters.optimizer.class.*Adam, AdamW, SGD, Adagrad.*'Lion'"):
         model_config(DEEPFM_CONFIG, "hyper_parameters.optimizer.class=Lion")
-    dm = load_dygraph_model(DEEPFM_CONFIG)()
-    config, _ = model_config(DEEPFM_CONFIG, "hyper_parameters.optimizer.class=SGD",
-                             "hyper_parameters.optimizer.lazy_mode=true")
-    with pytest.raises(ValueError, match="hyper_parameters.optimizer.lazy_mode"):
-        dm.check_config(config)
+    with pytest.raises(ConfigError, match="hyper_parameters.optimizer.lazy_mode"):
+        model_config(DEEPFM_CONFIG, "hyper_parameters.optimizer.class=SGD", "hyper_parameters.optimizer.lazy_mode=true")
 
 
 def test_weight_decay_settable_when_absent_and_metaheac_uses_the_factory():

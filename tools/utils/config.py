@@ -2,13 +2,14 @@
 ``-o key=value`` overrides, validation, and path resolution relative to the config's folder."""
 import copy
 import difflib
+import json
 import os
 import re
 
 import yaml
 
 from models.common.loading import READER_KEYS, is_module_name
-from models.common.spec import SpecError
+from models.common.spec import Param, SpecError
 
 
 class _Loader(yaml.SafeLoader):
@@ -30,38 +31,54 @@ class ConfigError(ValueError):
     """A config problem; the message names the file and/or key and what was expected."""
 
 
-REQUIRED = object()  # marks a runner key that has no default
-# Runner keys every model understands: key -> (default, expected type). A default of None means
-# "optional": derived from another key or unused when absent.
-RUNNER_KEYS = {
-    "train_data_dir": (REQUIRED, str),
-    "train_reader_path": (REQUIRED, str),
-    "train_batch_size": (REQUIRED, int),
-    "model_save_path": (REQUIRED, str),
-    "epochs": (REQUIRED, int),
-    "test_data_dir": (None, str),
-    "infer_reader_path": (None, str),  # default: train_reader_path
-    "infer_batch_size": (None, int),  # default: train_batch_size
-    "infer_load_path": (None, str),  # default: model_save_path
-    "infer_start_epoch": (None, int),  # default: the last epoch
-    "infer_end_epoch": (None, int),  # exclusive, as in PaddleRec; default: epochs
-    "infer_output_path": (None, str),  # folder for per-sample predictions and metrics.json
-    "use_gpu": (False, bool),
-    "use_fleet": (False, bool),
-    "seed": (2021, int),
-    "print_interval": (10, int),
-    "num_workers": (0, int),
-    "shuffle": (False, (bool, str)),  # true: global permutation; block: block-wise (data beyond RAM)
-    "shuffle_block_rows": (65536, int),  # shuffle: block - contiguous rows per block
-    "shuffle_window_blocks": (8, int),  # shuffle: block - rows are shuffled within this many blocks
-    "data_cache_dir": (None, str),  # columnar cache; default: .rec_cache beside the data
-    "resume": (False, bool),
-    "overwrite": (False, bool),  # a fresh run may delete the checkpoints already in model_save_path
-    "skip_bad_lines": (False, bool),
-    "valid_data_dir": (None, str),  # validation files (read by infer_reader_path), evaluated every epoch
-    "valid_fraction": (None, float),  # or: hold out this last fraction of the training rows
-    "early_stop_patience": (0, int),  # stop after this many epochs without a lower validation logloss
-}
+def _runner(**params):
+    return {f"runner.{name}": param for name, param in params.items()}
+
+
+# The keys every run understands (a model declares its own in config_spec, see models.common.spec).
+RUNNER_SPEC = _runner(
+    train_data_dir=Param(str, help="folder of the training files (every regular, non-hidden file)"),
+    train_reader_path=Param(str, help="the reader: a module of the config's folder or a data set of "
+                                      "models/common/datasets (e.g. criteo), or a path to a .py file"),
+    train_batch_size=Param(int, min=1, help="rows per training step"),
+    model_save_path=Param(str, help="where checkpoints (<epoch>/rec.pdparams, rec.pdopt), run.json and "
+                                    "metrics.json go"),
+    epochs=Param(int, min=1, help="training epochs"),
+    test_data_dir=Param(str, required=False, help="folder of the evaluation files"),
+    infer_reader_path=Param(str, required=False, help="the evaluation reader (default: train_reader_path)"),
+    infer_batch_size=Param(int, min=1, required=False, help="rows per evaluation batch (default: train_batch_size)"),
+    infer_load_path=Param(str, required=False, help="checkpoints to evaluate (default: model_save_path)"),
+    infer_start_epoch=Param(int, min=0, required=False,
+                            help="first epoch to evaluate (default: the best epoch of a run with validation, "
+                                 "else the last)"),
+    infer_end_epoch=Param(int, min=0, required=False,
+                          help="evaluate the epochs before this one (exclusive, as PaddleRec; default: start + 1)"),
+    infer_output_path=Param(str, required=False,
+                            help="folder for metrics.json and per-sample predictions (default: "
+                                 "<infer_load_path>/<evaluation>)"),
+    use_gpu=Param(bool, default=False, help="run on the GPU FLAGS_selected_gpus names (first one)"),
+    use_fleet=Param(bool, default=False, help="data parallel over the processes paddle.distributed.launch started"),
+    seed=Param(int, min=0, default=2021, help="seeds paddle, numpy and the batch plan"),
+    print_interval=Param(int, min=1, default=10, help="log every this many batches"),
+    num_workers=Param(int, min=0, default=0, help="DataLoader worker processes (0: read in the training process)"),
+    shuffle=Param(bool, also=("block",), default=False,
+                  help="training order: false, true (a global permutation) or block (block-wise: data beyond RAM)"),
+    shuffle_block_rows=Param(int, min=1, default=65536, help="shuffle: block - contiguous rows per block"),
+    shuffle_window_blocks=Param(int, min=1, default=8, help="shuffle: block - rows are shuffled within this many blocks"),
+    data_cache_dir=Param(str, required=False, help="the columnar cache (default: .rec_cache beside the data)"),
+    resume=Param(bool, default=False, help="continue from the last complete epoch in model_save_path"),
+    overwrite=Param(bool, default=False, help="a fresh run may delete the checkpoints already in model_save_path"),
+    skip_bad_lines=Param(bool, default=False, help="skip malformed rows (counted and logged) instead of stopping"),
+    valid_data_dir=Param(str, required=False, help="validation files (read by infer_reader_path), evaluated "
+                                                   "every epoch"),
+    valid_fraction=Param(float, above=0, below=1, required=False,
+                         help="or: hold out this last fraction of the training rows for validation"),
+    early_stop_patience=Param(int, min=0, default=0,
+                              help="stop after this many epochs without a lower validation logloss (0: never)"),
+)
+# Sections whose every key must be declared (other top-level keys - sample_data, benchmark - are read
+# by tools/demo.py and benchmarks/).
+CHECKED_SECTIONS = ("runner", "hyper_parameters")
 # Keys naming files or folders: resolved against the config file's folder.
 PATH_SUFFIXES = ("_dir", "_path")
 
@@ -83,20 +100,13 @@ def _flatten(tree, prefix=""):
     return flat
 
 
+def _closest(key, known, what="existing"):
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.0)
+    return f"; closest {what} key: '{close[0]}'" if close else ""
+
+
 def _type_name(value):
     return type(value).__name__
-
-
-def _is_kind(value, kind):
-    """isinstance, except that a bool is not an int (YAML's true is not 1)."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool):
-        return bool in kinds
-    return isinstance(value, kinds)
-
-
-def _kind_name(kind):
-    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
 
 
 def _compatible(old, new):
@@ -155,17 +165,14 @@ class Config:
         return other
 
     # ---- overrides ----------------------------------------------------------------------
-    def apply_overrides(self, items, open_sections=(), spec=None):
+    def apply_overrides(self, items, spec=None):
         """Apply ``key=value`` strings. Values parse as YAML scalars/lists.
 
-        A key that is not in the config is an error naming the closest existing key, unless it
-        lies under one of ``open_sections`` (dotted prefixes the model declares as free-form) or
-        is declared in ``spec`` (the model's {key: Param}; its type is checked by ``check_spec``).
-        A value of a different type than the current one is an error too.
+        A key must be in the config file or declared in ``spec`` ({key: Param}, whose types
+        ``check_spec`` checks); any other key is an error naming the closest known key. A key the
+        file has but nothing declares keeps the type of the file's value.
         """
         known = _flatten(self.data)
-        for key, (default, _) in RUNNER_KEYS.items():  # a required key may come from -o
-            known.setdefault(f"runner.{key}", None)
         declared = set(spec or ())
         for key in declared:
             known.setdefault(key, None)
@@ -179,20 +186,10 @@ class Config:
             except yaml.YAMLError as error:
                 raise ConfigError(f"override {key}: value {text!r} is not valid YAML ({error})") from None
             if key not in known:
-                is_open = any(key == s or key.startswith(s + ".") for s in open_sections)
-                is_section = any(k.startswith(key + ".") for k in known)
-                if is_section:
+                if any(k.startswith(key + ".") for k in known):
                     raise ConfigError(f"override {key}: this is a section, override its keys instead")
-                if not is_open:
-                    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.0)
-                    hint = f"; closest existing key: '{close[0]}'" if close else ""
-                    raise ConfigError(f"override {key}: no such key in {self.path}{hint}")
-            elif key.startswith("runner.") and key[7:] in RUNNER_KEYS:
-                kind = RUNNER_KEYS[key[7:]][1]
-                if value is not None and not _is_kind(value, kind):
-                    raise ConfigError(f"override {key}: expected a value of type {_kind_name(kind)}, "
-                                      f"got {value!r} ({_type_name(value)})")
-            elif key not in declared and not _compatible(known[key], value):
+                raise ConfigError(f"override {key}: no such key in {self.path}{_closest(key, known)}")
+            if key not in declared and not _compatible(known[key], value):
                 raise ConfigError(
                     f"override {key}: expected a value of type {_type_name(known[key])} "
                     f"(like {known[key]!r}), got {value!r} ({_type_name(value)})")
@@ -202,44 +199,18 @@ class Config:
         self.resolve_paths(base=os.getcwd(), keys={i.partition("=")[0].strip() for i in items})
 
     # ---- validation and defaults ------------------------------------------------------------
-    def fill_defaults(self):
-        """Add the runner keys the file leaves out, so that they can be overridden and read."""
+    def check_spec(self, spec, sections=CHECKED_SECTIONS):
+        """Check the declared keys ({dotted key: models.common.spec.Param}): type, range, presence;
+        absent optional keys get their default, ints become floats where a float is declared.
+        A key of ``sections`` that nothing declares is an error naming the closest declared key."""
         for section in ("runner", "hyper_parameters"):
             if not isinstance(self.data.get(section), dict):
                 raise ConfigError(f"{self.path}: section '{section}:' is missing or not a mapping")
-        runner = self.data["runner"]
-        for key, (default, _) in RUNNER_KEYS.items():
-            if default is not REQUIRED and key not in runner:
-                runner[key] = default
-        return self
-
-    def validate(self, required=()):
-        """Check required keys and the types of the runner keys (call after fill_defaults)."""
-        runner = self.data["runner"]
-        for key, (default, kind) in RUNNER_KEYS.items():
-            value = runner.get(key)
-            if value is None:
-                if default is REQUIRED:
-                    raise ConfigError(f"{self.path}: required key 'runner.{key}' is missing")
-                continue
-            if not _is_kind(value, kind):
-                raise ConfigError(f"{self.path}: 'runner.{key}' must be of type {_kind_name(kind)}, got {value!r}")
-        if isinstance(runner["shuffle"], str) and runner["shuffle"] != "block":
-            raise ConfigError(f"{self.path}: 'runner.shuffle' must be true, false or block, got {runner['shuffle']!r}")
-        for key in ("epochs", "train_batch_size", "infer_batch_size", "print_interval", "shuffle_block_rows",
-                    "shuffle_window_blocks"):
-            if runner.get(key) is not None and runner[key] < 1:
-                raise ConfigError(f"{self.path}: 'runner.{key}' must be at least 1, got {runner[key]!r}")
-        for key in ("num_workers", "seed", "infer_start_epoch", "infer_end_epoch"):
-            if runner.get(key) is not None and runner[key] < 0:
-                raise ConfigError(f"{self.path}: 'runner.{key}' must be >= 0, got {runner[key]!r}")
-        for key in required:
-            self.require(key)
-        return self
-
-    def check_spec(self, spec):
-        """Check the keys a model declares ({dotted key: models.common.spec.Param}); absent
-        optional keys get their default, ints become floats where a float is declared."""
+        for key in sorted(_flatten({s: self.data[s] for s in sections if s in self.data})):
+            if key not in spec and not any(k.startswith(key + ".") for k in spec):  # (an empty section is fine)
+                hint = (" (YAML reads an unquoted key like 109_14 as a number: quote it)"
+                        if key.rsplit(".", 1)[-1].isdigit() else "")
+                raise ConfigError(f"{self.path}: unknown key '{key}'{hint}{_closest(key, spec, 'declared')}")
         for key, param in sorted(spec.items()):
             try:
                 value = param.check(key, self.get(key))
@@ -262,29 +233,76 @@ class Config:
         return self
 
 
-def load_config(path, overrides=(), open_sections=(), required=(), spec=None):
-    """Read, complete, override and check a config file."""
-    return prepare_config(read_config(path), overrides, open_sections, required, spec)
+def load_config(path, overrides=(), spec=None):
+    """Read, complete, override and check a config file (see ``prepare_config``)."""
+    return prepare_config(read_config(path), overrides, spec)
 
 
-def prepare_config(config, overrides=(), open_sections=(), required=(), spec=None):
-    """Fill runner defaults, resolve paths, apply ``-o`` overrides and validate (the runner keys,
-    and the model's declared keys ``spec``, {dotted key: Param}, when given).
+def prepare_config(config, overrides=(), spec=None):
+    """Resolve paths, apply ``-o`` overrides, check every declared key and fill in the defaults.
+
+    ``spec``: the model's declared keys ({dotted key: Param}, the runner keys are always
+    declared), or a function of the config that gives them - they may depend on the reader the
+    config names, whose override is applied first. With a model spec, a ``hyper_parameters`` key
+    nothing declares is an error (without one, only the ``runner`` section is checked).
 
     ``runner.infer_load_path`` follows ``runner.model_save_path``: when the file leaves it out or
     sets it to the same folder, it is the (possibly overridden) save path unless it is itself
     overridden - train and infer with ``-o runner.model_save_path=X`` both use X."""
-    config.fill_defaults().resolve_paths()
+    config.resolve_paths()
     load_path = config.get("runner.infer_load_path")
     follows_save_path = not load_path or load_path == config.get("runner.model_save_path")
-    config.apply_overrides(overrides, open_sections, spec)
-    overridden = {item.partition("=")[0].strip() for item in overrides}
+    overridden = [item.partition("=")[0].strip() for item in overrides]
+    if callable(spec):
+        readers = [item for item, key in zip(overrides, overridden) if key in READER_KEYS.values()]
+        config.apply_overrides(readers, RUNNER_SPEC)
+        try:
+            spec = spec(config)
+        except SpecError as error:
+            raise ConfigError(f"{config.path}: {error}") from None
+    full = {**RUNNER_SPEC, **(spec or {})}
+    config.apply_overrides(overrides, full)
     if follows_save_path and "runner.infer_load_path" not in overridden:
         config.set("runner.infer_load_path", config.get("runner.model_save_path"))
-    config.validate(required)
-    if spec:
-        config.check_spec(spec)
+    config.check_spec(full, CHECKED_SECTIONS if spec else ("runner",))
+    check_runner(config)
     return config
+
+
+def check_runner(config):
+    """Rules across runner keys that no single declaration can say."""
+    get = config.get
+    if get("runner.valid_data_dir") and get("runner.valid_fraction") is not None:
+        raise ConfigError(f"{config.path}: set runner.valid_data_dir or runner.valid_fraction, not both")
+    if get("runner.early_stop_patience") and not get("runner.valid_data_dir") and get("runner.valid_fraction") is None:
+        raise ConfigError(f"{config.path}: runner.early_stop_patience needs validation data: set "
+                          f"runner.valid_data_dir or runner.valid_fraction")
+    start, end = get("runner.infer_start_epoch"), get("runner.infer_end_epoch")
+    if start is not None and end is not None and end <= start:
+        raise ConfigError(f"{config.path}: runner.infer_end_epoch ({end}) is exclusive and must be greater than "
+                          f"runner.infer_start_epoch ({start})")
+
+
+def _shown(value):
+    return "-" if value is None else json.dumps(value) if isinstance(value, (bool, list)) else str(value)
+
+
+def describe_keys(spec, config=None, markdown=False):
+    """The declared keys as a table: key, what it must be, default, (the config's value,) what it
+    does. ``markdown``: the readmes' table (no values: it documents the keys, not one config)."""
+    rows = []
+    for key, param in sorted(spec.items(), key=lambda item: (not item[0].startswith("runner."), item[0])):
+        default = "required" if param.required else _shown(param.default)
+        value = [] if markdown or config is None else [_shown(config.get(key))]
+        rows.append([key, param.describe(), default, *value, param.help])
+    if markdown:
+        lines = ["| key | expected | default | what it does |", "|---|---|---|---|"]
+        return "\n".join(lines + ["| " + " | ".join(f"`{r[0]}`" if i == 0 else r[i].replace("|", "\\|")
+                                                    for i in range(len(r))) + " |" for r in rows])
+    header = ["key", "expected", "default", "value", "what it does"][:len(rows[0]) if rows else 5]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1])
+                     for r in [header] + rows)
 
 
 def read_config(path):

@@ -185,14 +185,11 @@ def create_loader(dataset, config, mode, epoch=0, rank=0, world_size=1):
             f"({config.get('runner.train_data_dir')}) has only {len(dataset)} rows")
     if len(dataset) < world_size:
         raise ConfigError(f"{len(dataset)} rows cannot be shared by {world_size} ranks")
-    shuffle = config.get("runner.shuffle", False)
-    if shuffle not in (True, False, "block"):
-        raise ConfigError(f"runner.shuffle must be true, false or block, got {shuffle!r}")
+    shuffle = config.get("runner.shuffle")
     batches = plan_batches(
         len(dataset), batch_size, epoch=epoch, seed=config.get("runner.seed"),
         shuffle=shuffle if mode == "train" else False, rank=rank, world_size=world_size,
-        block_rows=config.get("runner.shuffle_block_rows", 65536),
-        window_blocks=config.get("runner.shuffle_window_blocks", 8))
+        block_rows=config.get("runner.shuffle_block_rows"), window_blocks=config.get("runner.shuffle_window_blocks"))
     planned = _PlannedBatches(dataset, batches)
     collate = None if hasattr(dataset, "take") else default_collate_fn
     if num_workers == 0:

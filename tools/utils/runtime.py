@@ -12,7 +12,7 @@ import paddle
 from models.common.data import DataFormatError
 from models.common.metrics import to_numpy
 from models.common.spec import SpecError
-from tools.utils.config import ConfigError, prepare_config, read_config
+from tools.utils.config import RUNNER_SPEC, ConfigError, describe_keys, prepare_config, read_config
 from tools.utils.data import create_loader
 from models.common.loading import load_dygraph_model
 
@@ -26,6 +26,9 @@ def parse_args(description, argv=None):
     parser.add_argument("-m", "--config", required=True, help="model config YAML")
     parser.add_argument("-o", "--opt", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. -o runner.epochs=2 hyper_parameters.fc_sizes=[64,32]")
+    parser.add_argument("--help-config", nargs="?", const="text", choices=("text", "markdown"),
+                        help="print every key this config's model reads (type and range, default, value, what "
+                             "it does) and exit; 'markdown' prints the readme's table")
     return parser.parse_args(argv)
 
 
@@ -47,24 +50,55 @@ class Context:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix}{message}", flush=True)
 
 
+def print_config_help(config, spec_of, overrides, style):
+    """Print the keys ``config`` is read with (the runner's and the model's) and their values."""
+    full = {}
+
+    def capture(cfg):
+        full.update(spec_of(cfg))
+        return full
+
+    try:
+        prepare_config(config, overrides, capture)
+    except ConfigError as error:  # the table still shows what is declared; the problem is said last
+        problem = str(error)
+    else:
+        problem = None
+    print(describe_keys({**RUNNER_SPEC, **full}, config, markdown=style == "markdown"))
+    if problem:
+        print(f"\nthis config does not check out: {problem}")
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     paddle.seed(seed)
 
 
-def setup(args, distributed=True):
+def load_model(config_path, overrides=(), extra_spec=None, help_style=None):
+    """-> (config, DygraphModel instance): the config read, overridden and checked against every key
+    the model declares (its readers' too), defaults filled in, the model's own rules applied.
+    ``extra_spec``: keys a tool declares besides the model's (a benchmark's settings)."""
+    config = read_config(config_path)  # first: a missing or broken file is the user's first problem
+    dygraph_model = load_dygraph_model(config_path)()
+
+    def spec_of(cfg):
+        return {**dygraph_model.full_config_spec(cfg), **(extra_spec or {})}
+
+    if help_style:
+        print_config_help(config, spec_of, overrides, help_style)
+        sys.exit(0)
+    prepare_config(config, overrides, spec_of)
+    try:
+        dygraph_model.check_config(config)
+    except SpecError as error:
+        raise ConfigError(f"{config.path}: {error}") from None
+    return config, dygraph_model
+
+
+def setup(args, distributed=True, extra_spec=None):
     """Load model class and config, pick the device, seed, and join the process group if asked."""
-    config = read_config(args.config)  # first: a missing or broken file is the user's first problem
-    dygraph_model = load_dygraph_model(args.config)()
-    prepare_config(config, args.opt, dygraph_model.open_sections, dygraph_model.required_keys,
-                   _spec(dygraph_model))
-    check = getattr(dygraph_model, "check_config", None)
-    if check is not None:
-        try:
-            check(config)
-        except SpecError as error:
-            raise ConfigError(f"{config.path}: {error}") from None
+    config, dygraph_model = load_model(args.config, args.opt, extra_spec, getattr(args, "help_config", None))
     launched = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if distributed and (config.get("runner.use_fleet") or launched > 1) \
             and not getattr(dygraph_model, "supports_data_parallel", True):
@@ -95,11 +129,6 @@ def setup(args, distributed=True):
                   flush=True)
     seed_everything(config.get("runner.seed"))
     return Context(config, dygraph_model, rank, world_size)
-
-
-def _spec(dygraph_model):
-    full = getattr(dygraph_model, "full_config_spec", None)
-    return full() if full is not None else getattr(dygraph_model, "config_spec", None)
 
 
 def _name(dygraph_model):

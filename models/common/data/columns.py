@@ -60,7 +60,7 @@ class CachedDataset(ColumnDataset):
     """
 
     def __init__(self, file_list, config, schema, parser, say=_say):
-        skip = bool(config.get("runner.skip_bad_lines", False)) if config is not None else False
+        skip = bool(config.get("runner.skip_bad_lines")) if config is not None else False
         folder = cache_folder_for(file_list, config)
         progress = _Progress(say)
         parts, skipped = [], 0

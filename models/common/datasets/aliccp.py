@@ -22,15 +22,16 @@ MAX_LEN = "hyper_parameters.max_len"
 DEFAULT_MAX_LEN = {"109_14": 256, "110_14": 512, "127_14": 384, "150_14": 384, "210": 64, "853": 16}
 
 CONFIG_SPEC = {
-    "hyper_parameters.sparse_feature_number": positive_int(required=False),
-    "hyper_parameters.sparse_feature_dim": positive_int(required=False),
-    **{f"{MAX_LEN}.{f}": Param(int, min=1, required=False, default=DEFAULT_MAX_LEN.get(f, 1)) for f in FIELDS},
+    "hyper_parameters.sparse_feature_number": positive_int(help="rows of the shared id table (ids < it)"),
+    "hyper_parameters.sparse_feature_dim": positive_int(help="embedding size of every field"),
+    **{f"{MAX_LEN}.{f}": Param(int, min=1, default=DEFAULT_MAX_LEN.get(f, 1),
+                               help=f"most ids a row's field {f} holds") for f in FIELDS},
 }
-REQUIRED = ("hyper_parameters.sparse_feature_number", "hyper_parameters.sparse_feature_dim")
 
 
 def max_len(config, field):
-    return int(config.get(f"{MAX_LEN}.{field}") or DEFAULT_MAX_LEN.get(field, 1))
+    key = f"{MAX_LEN}.{field}"
+    return CONFIG_SPEC[key].check(key, config.get(key))
 
 
 def check_max_len(config):
@@ -50,9 +51,6 @@ def check_max_len(config):
 
 def schema(config):
     check_max_len(config)
-    for key in REQUIRED:
-        if config.get(key) is None:
-            raise SpecError(f"required key '{key}' is missing (Ali-CCP data)")
     vocab = config.get("hyper_parameters.sparse_feature_number")
     dim = config.get("hyper_parameters.sparse_feature_dim")
     features = [Label(name) for name in LABELS]
@@ -92,6 +90,7 @@ def parser():
 
 class RecDataset(CachedDataset):
     """The Ali-CCP files (either form), converted once into the columnar cache."""
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
 
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), parser())

@@ -16,8 +16,12 @@ from models.common.spec import Param, SpecError, positive_int
 
 LABELS = ("income", "marital")  # income > 50K; never married (the MMoE paper's tasks)
 FEATURES = "features"  # the input columns are features:<name>
-CONFIG_SPEC = {"hyper_parameters.feature_dim": positive_int(required=False),
-               "hyper_parameters.feature_meta_path": Param(str, required=False)}
+CONFIG_SPEC = {
+    "hyper_parameters.feature_dim": positive_int(required=False, help="number of features:<name> columns (or "
+                                                                      "feature_meta_path)"),
+    "hyper_parameters.feature_meta_path": Param(str, required=False, help="the meta.json datasets/census/run.sh "
+                                                                          "wrote, holding feature_dim"),
+}
 
 
 def feature_dim(config):
@@ -55,6 +59,7 @@ def parser(config=None):
 
 class RecDataset(CachedDataset):
     """The census files, converted once into the columnar cache."""
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
 
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), parser(config))

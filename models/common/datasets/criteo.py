@@ -32,5 +32,7 @@ def schema(config):
 
 
 class RecDataset(CachedDataset):
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
+
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), SlotParser(SLOTS))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from models.common.data import Chunk, DataFormatError
 from models.common.features import GroupKey, Label, Schema, SequenceFeature, SparseFeature
+from models.common.spec import Param, positive_int
 
 STATIC = ["carrier", "consumptionAbility", "LBS", "age", "education", "gender", "house"]
 DYNAMIC = ["interest1", "interest2", "interest3", "kw1", "kw2", "topic1", "topic2"]
@@ -26,6 +27,11 @@ AD = ["advertiserId", "campaignId", "creativeSize", "adCategoryId", "productId",
 LENGTHS = [f + "_length" for f in DYNAMIC]
 COLUMNS = ["label", "aid"] + STATIC + DYNAMIC + LENGTHS + AD
 EXTENSIONS = (".npz", ".pkl")
+CONFIG_SPEC = {
+    "hyper_parameters.max_idxs": Param(list, non_empty=True, items=Param(list, non_empty=True, items=Param(int, min=0)),
+                                       help="largest id of each field: [[7 static], [7 multi-hot], [6 ad]]"),
+    "hyper_parameters.embed_dim": positive_int(help="embedding size of every field"),
+}
 
 
 def schema(config):

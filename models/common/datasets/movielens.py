@@ -20,10 +20,13 @@ import paddle.nn as nn
 
 from models.common.data import CachedDataset, NpzParser, SlotParser
 from models.common.features import Label, Schema, SequenceFeature, SparseFeature
-from models.common.spec import SpecError
+from models.common.spec import Param, SpecError, positive_int
 
 USER_FEATURES = ("user_id", "gender", "age", "occupation", "zip")
 INFO_KEY = "hyper_parameters.dataset_info_path"
+EMBED_DIM = {"hyper_parameters.embed_dim": positive_int(help="embedding size of every feature")}
+CONFIG_SPEC = {INFO_KEY: Param(str, help="the data set's dataset.json (vocabularies, history length, item "
+                                         "catalog)"), **EMBED_DIM}
 _INFO = {}
 
 
@@ -88,6 +91,8 @@ class ItemCatalog(nn.Layer):
 
 
 class RecDataset(CachedDataset):
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
+
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), SlotParser(slot_names(dataset_info(config)["max_history"])))
 
@@ -105,6 +110,12 @@ TITLE_LEN = 8  # words of a title (the official code's pad_sequences(maxlen=8))
 GENRES_LEN = 6  # the most genres a MovieLens movie lists
 YEAR_BASE, YEAR_VOCAB = 1900, 128  # year id = year - 1900 in [1, 127]; 0 = unknown or earlier
 GENRE_VOCAB, AGE_VOCAB, GENDER_VOCAB, OCCUPATION_VOCAB = 19, 7, 2, 21
+COLDSTART_SPEC = {
+    "hyper_parameters.num_items": positive_int(help="item_id vocabulary (ids < it)"),
+    "hyper_parameters.num_users": positive_int(help="user_id vocabulary (ids < it)"),
+    "hyper_parameters.title_vocab": positive_int(help="title word vocabulary (ids < it)"),
+    **EMBED_DIM,
+}
 COLDSTART_COLUMNS = ["label", "item_id", "year", "title", "title_length", "genres", "genres_length",
                      "user_id", "age", "gender", "occupation"]
 
@@ -125,5 +136,7 @@ def coldstart_schema(config):
 
 
 class ColdStartDataset(CachedDataset):
+    config_spec, schema = COLDSTART_SPEC, staticmethod(coldstart_schema)
+
     def __init__(self, file_list, config):
         super().__init__(file_list, config, coldstart_schema(config), NpzParser())

@@ -6,32 +6,33 @@ impressions) and ``auc_cvr`` - pCVR against purchase on the clicked impressions 
 paper evaluates CVR; logloss of CTR and CTCVR when evaluating. Training logs and infer use the
 same metric code on the same network outputs."""
 from models.common.datasets import aliccp
-from models.common.multitask import MetricSpec, MultiTaskModel, Task
-from models.common.spec import Param, positive_ints
+from models.common.base_model import SPARSE_GRADIENTS, SPARSE_GRADIENTS_SPEC
+from models.common.multitask import TASKS, MetricSpec, MultiTaskModel, Task
+from models.common.spec import Param, SpecError, positive_ints
 from .net import ESMMLayer
 
 
 class DygraphModel(MultiTaskModel):
-    required_keys = aliccp.REQUIRED + ("hyper_parameters.ctr_fc_sizes", "hyper_parameters.cvr_fc_sizes")
     config_spec = {
-        **aliccp.CONFIG_SPEC,
-        "hyper_parameters.tasks": Param(list, required=False),  # ESMM's tasks are fixed: ctr, ctcvr
-        "hyper_parameters.ctr_fc_sizes": positive_ints(),
-        "hyper_parameters.cvr_fc_sizes": positive_ints(),
-        "hyper_parameters.weight_ctr": Param(float, min=0, required=False, default=1.0),
-        "hyper_parameters.weight_ctcvr": Param(float, min=0, required=False, default=1.0),
-        "hyper_parameters.embedding_init_std": Param(float, above=0, required=False),
-        "hyper_parameters.sparse_gradients": Param(bool, required=False, default=False),
+        TASKS: Param(list, required=False, help="not settable: ESMM's tasks are fixed (ctr on click, ctcvr on "
+                                                "purchase)"),
+        "hyper_parameters.ctr_fc_sizes": positive_ints(help="the CTR tower's ReLU layer sizes (then one logit)"),
+        "hyper_parameters.cvr_fc_sizes": positive_ints(help="the CVR tower's ReLU layer sizes (then one logit)"),
+        "hyper_parameters.weight_ctr": Param(float, min=0, default=1.0, help="loss weight of logloss(pCTR, click)"),
+        "hyper_parameters.weight_ctcvr": Param(float, min=0, default=1.0,
+                                               help="loss weight of logloss(pCTCVR, purchase)"),
+        "hyper_parameters.embedding_init_std": Param(float, above=0, required=False,
+                                                     help="std of the normal embedding init (default 1/sqrt(dim))"),
+        **SPARSE_GRADIENTS_SPEC,
     }
-    data_parallel_requires = {"hyper_parameters.sparse_gradients": False}
+    data_parallel_requires = {SPARSE_GRADIENTS: False}
 
     def tasks_of(self, config):
-        if config.get("hyper_parameters.tasks") is not None:
-            from models.common.spec import SpecError
+        if config.get(TASKS) is not None:
             raise SpecError("'hyper_parameters.tasks': ESMM's tasks are fixed (ctr on click, ctcvr on purchase); "
                             "set their loss weights with hyper_parameters.weight_ctr / weight_ctcvr")
-        return [Task("ctr", "click", "binary", config.get("hyper_parameters.weight_ctr", 1.0)),
-                Task("ctcvr", "purchase", "binary", config.get("hyper_parameters.weight_ctcvr", 1.0))]
+        return [Task("ctr", "click", "binary", config.get("hyper_parameters.weight_ctr")),
+                Task("ctcvr", "purchase", "binary", config.get("hyper_parameters.weight_ctcvr"))]
 
     def check_config(self, config):
         super().check_config(config)
@@ -45,5 +46,5 @@ class DygraphModel(MultiTaskModel):
     def create_model(self, config):
         return ESMMLayer(self.schema(config), config.get("hyper_parameters.ctr_fc_sizes"),
                          config.get("hyper_parameters.cvr_fc_sizes"),
-                         sparse=config.get("hyper_parameters.sparse_gradients", False),
+                         sparse=config.get(SPARSE_GRADIENTS),
                          init_std=config.get("hyper_parameters.embedding_init_std"))

@@ -11,14 +11,12 @@ meta-step never touches the whole table and the table's gradient is row-sparse.
 import numpy as np
 import paddle
 
-from models.common.datasets.lookalike import AD, DYNAMIC, STATIC, schema
+from models.common.datasets.lookalike import AD, DYNAMIC, STATIC
 from models.common.base_model import BaseDygraphModel
 from models.common.meta import binary_cross_entropy, compact_ids, gather_rows, inner_sgd_step
 from models.common.spec import Param, positive_int, positive_ints
 from .net import TABLE, MetaHeacLayer
 
-HP = ("max_idxs", "embed_dim", "mlp_dims", "num_expert", "num_output", "task_count", "batch_size", "local_lr",
-      "optimizer.global_learning_rate", "optimizer.local_test_learning_rate")
 
 
 def _tensors(batch):
@@ -61,27 +59,27 @@ def meta_loss(model, support, query, local_lr, first_order, loss_fn):
 
 
 class DygraphModel(BaseDygraphModel):
-    required_keys = tuple(f"hyper_parameters.{k}" for k in HP) + ("runner.infer_train_epoch",)
     config_spec = {
-        "hyper_parameters.max_idxs": Param(list, non_empty=True, items=Param(list, non_empty=True, items=Param(int, min=0))),
-        "hyper_parameters.embed_dim": positive_int(),
-        "hyper_parameters.mlp_dims": positive_ints(),
-        "hyper_parameters.dropout": Param(float, min=0, below=1, required=False, default=0.0),
-        "hyper_parameters.init": Param(str, required=False, default="official", choices=("official", "paddlerec")),
-        "hyper_parameters.num_expert": positive_int(),
-        "hyper_parameters.num_output": positive_int(),
-        "hyper_parameters.task_count": positive_int(),
-        "hyper_parameters.batch_size": positive_int(),
-        "hyper_parameters.local_lr": Param(float, min=0),
-        "hyper_parameters.first_order": Param(bool, required=False, default=False),
-        "hyper_parameters.optimizer.local_test_learning_rate": Param(float, above=0),
-        "runner.infer_train_epoch": Param(int, min=0),
-        "runner.test_hot_data_dir": Param(str, required=False),
-        "runner.test_cold_data_dir": Param(str, required=False),
+        "hyper_parameters.mlp_dims": positive_ints(help="each expert's ReLU layer sizes; the last is the hidden size"),
+        "hyper_parameters.dropout": Param(float, min=0, below=1, default=0.0, help="dropout in the experts"),
+        "hyper_parameters.init": Param(str, default="official", choices=("official", "paddlerec"),
+                                       help="initialisation: the official code's (torch defaults) or PaddleRec's"),
+        "hyper_parameters.num_expert": positive_int(help="hybrid experts"),
+        "hyper_parameters.num_output": positive_int(help="critics"),
+        "hyper_parameters.task_count": positive_int(help="tasks (ads) per meta-batch"),
+        "hyper_parameters.batch_size": positive_int(help="support = query = fine-tuning batch size"),
+        "hyper_parameters.local_lr": Param(float, min=0, help="inner SGD step of meta-training"),
+        "hyper_parameters.first_order": Param(bool, default=False,
+                                              help="first-order MAML (no gradient through the inner step)"),
+        "hyper_parameters.optimizer.global_learning_rate": Param(float, above=0,
+                                                                 help="meta-training optimizer's learning rate"),
+        "hyper_parameters.optimizer.local_test_learning_rate": Param(float, above=0,
+                                                                     help="Adam learning rate of per-task fine-tuning"),
+        "runner.infer_train_epoch": Param(int, min=0, help="fine-tuning passes over a test task's seed rows"),
+        "runner.test_hot_data_dir": Param(str, required=False, help="hot test tasks (stage1 / stage2 files)"),
+        "runner.test_cold_data_dir": Param(str, required=False, help="cold test tasks (stage1 / stage2 files)"),
     }
-    # Meta-training: Adam (or hyper_parameters.optimizer.class) with global_learning_rate.
     learning_rate_key = "hyper_parameters.optimizer.global_learning_rate"
-    learning_rate_default = None  # required
     # Row-sparse table gradients through second-order MAML: paddle.DataParallel crashes on them.
     supports_data_parallel = False
     evaluator_script = "infer_meta.py"  # fine-tune-then-test per task, not tools/infer.py
@@ -90,9 +88,9 @@ class DygraphModel(BaseDygraphModel):
         self.replaced_draws = 0  # task draws with replacement (task smaller than batch_size), this run
 
     def create_model(self, config):
-        hp = lambda key, default=None: config.get(f"hyper_parameters.{key}", default)  # noqa: E731
-        return MetaHeacLayer(schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
-                             hp("num_output"), dropout=hp("dropout", 0.0), init=hp("init", "official"))
+        hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
+        return MetaHeacLayer(self.schema(config), STATIC + DYNAMIC, AD, hp("mlp_dims"), hp("num_expert"),
+                             hp("num_output"), dropout=hp("dropout"), init=hp("init"))
 
     def create_loss(self, pred, label):
         return binary_cross_entropy(pred, label)  # twice differentiable (paddle's BCE is not)
@@ -105,7 +103,7 @@ class DygraphModel(BaseDygraphModel):
         support, query, replaced = self.create_feeds(batch_data, config)
         loss, preds = meta_loss(
             _layer(dy_model), support, query, config.get("hyper_parameters.local_lr"),
-            config.get("hyper_parameters.first_order", False), self.create_loss)
+            config.get("hyper_parameters.first_order"), self.create_loss)
         for metric in metrics_list:
             metric.update(preds.detach(), query["label"])
         self.replaced_draws += replaced

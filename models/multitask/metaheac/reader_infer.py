@@ -7,7 +7,7 @@ import os
 import numpy as np
 import paddle
 
-from models.common.datasets.lookalike import LookalikeParser, data_files, schema, split_stages
+from models.common.datasets.lookalike import CONFIG_SPEC, LookalikeParser, data_files, schema, split_stages
 from models.common.data import CachedDataset, DataFormatError
 
 
@@ -26,6 +26,7 @@ def _by_task(dataset):
 
 
 class RecDataset(paddle.io.Dataset):
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
     def __init__(self, file_list, config):
         super().__init__()
         files = data_files(file_list)

@@ -17,11 +17,12 @@ runner.num_workers.
 import numpy as np
 import paddle
 
-from models.common.datasets.lookalike import LookalikeParser, data_files, schema
+from models.common.datasets.lookalike import CONFIG_SPEC, LookalikeParser, data_files, schema
 from models.common.data import CachedDataset, DataFormatError
 
 
 class RecDataset(paddle.io.Dataset):
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
     yields_batches = True  # the loader passes our meta-batches through unchanged
 
     def __init__(self, file_list, config):

@@ -2,24 +2,20 @@
 type binary|regression, loss weight); loss = weighted sum of the task losses; metrics per task
 (``auc_<task>`` / ``logloss_<task>`` for binary tasks, ``rmse_<task>`` for regression ones).
 The data set is the one the config's reader names (census or aliccp)."""
-from models.common.datasets import aliccp, census
+from models.common.base_model import SPARSE_GRADIENTS, SPARSE_GRADIENTS_SPEC
 from models.common.multitask import MultiTaskModel, check_task_labels
-from models.common.spec import Param, positive_int, positive_ints
+from models.common.spec import positive_int, positive_ints
 from .net import MMoELayer
 
 
 class DygraphModel(MultiTaskModel):
-    required_keys = ("hyper_parameters.tasks", "hyper_parameters.expert_num", "hyper_parameters.expert_sizes",
-                     "hyper_parameters.tower_sizes")
     config_spec = {
-        **aliccp.CONFIG_SPEC,
-        **census.CONFIG_SPEC,
-        "hyper_parameters.expert_num": positive_int(),
-        "hyper_parameters.expert_sizes": positive_ints(),
-        "hyper_parameters.tower_sizes": positive_ints(),
-        "hyper_parameters.sparse_gradients": Param(bool, required=False, default=False),
+        "hyper_parameters.expert_num": positive_int(help="number of experts"),
+        "hyper_parameters.expert_sizes": positive_ints(help="each expert's ReLU layer sizes"),
+        "hyper_parameters.tower_sizes": positive_ints(help="each task tower's ReLU layer sizes (then one output)"),
+        **SPARSE_GRADIENTS_SPEC,
     }
-    data_parallel_requires = {"hyper_parameters.sparse_gradients": False}
+    data_parallel_requires = {SPARSE_GRADIENTS: False}
 
     def check_config(self, config):
         super().check_config(config)
@@ -28,4 +24,4 @@ class DygraphModel(MultiTaskModel):
     def create_model(self, config):
         return MMoELayer(self.schema(config), self.tasks_of(config), config.get("hyper_parameters.expert_num"),
                          config.get("hyper_parameters.expert_sizes"), config.get("hyper_parameters.tower_sizes"),
-                         sparse=config.get("hyper_parameters.sparse_gradients", False))
+                         sparse=config.get(SPARSE_GRADIENTS))

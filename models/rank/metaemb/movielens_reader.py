@@ -1,2 +1,2 @@
 """MetaEmb reads MovieLens in its cold-start splits (models/common/datasets/movielens.py)."""
-from models.common.datasets.movielens import ColdStartDataset as RecDataset, coldstart_schema as schema  # noqa: F401
+from models.common.datasets.movielens import ColdStartDataset as RecDataset  # noqa: F401

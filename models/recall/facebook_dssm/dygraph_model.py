@@ -1,15 +1,16 @@
-"""FacebookDSSM for the shared runners: pair-wise hinge (triplet) loss on cosine similarity by
-default; every mode, similarity, temperature and sampler of the shared matching wrapper
-(models/common/matching_model.py) is a config key."""
+"""Facebook's embedding-based retrieval (Huang et al., KDD 2020, "FacebookDSSM" in torch-rechub)
+as a two-tower model:
+
+    user = MLP([user_id, gender, age, occupation, zip, mean(history)])
+    item = MLP([item_id, mean(genres)])
+    score = cos(user, item)
+
+trained pair-wise by default: the triplet hinge loss max(0, margin - (cos(u, i+) - cos(u, i-)))
+(BPR as an option). The towers are the shared matching wrapper's default MLP towers
+(models/common/matching_model.py); every mode, similarity, temperature and sampler is a config key."""
 from models.common.matching_model import MatchingDygraphModel
-from .net import build_towers
 
 
 class DygraphModel(MatchingDygraphModel):
-    default_mode, default_negatives, default_similarity = "pair", "popularity", "cosine"
-    default_pair_loss, default_temperature = "hinge", 1.0
-
-    def build_towers(self, embedding, config):
-        hp = "hyper_parameters"
-        return build_towers(embedding, config.get(f"{hp}.user_fc_sizes"), config.get(f"{hp}.item_fc_sizes"),
-                            config.get(f"{hp}.dropout"))
+    config_spec = MatchingDygraphModel.defaults(mode="pair", negatives="popularity", similarity="cosine",
+                                                pair_loss="hinge", temperature=1.0)

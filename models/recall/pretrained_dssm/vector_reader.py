@@ -6,6 +6,9 @@ training streams files far larger than memory. d is ``hyper_parameters.vector_di
 """
 from models.common.data import CachedDataset, NumberRowsParser
 from models.common.features import DenseFeature, Label, Schema
+from models.common.spec import positive_int
+
+CONFIG_SPEC = {"hyper_parameters.vector_dim": positive_int(help="width of the pretrained user and item vectors")}
 
 
 def schema(config):
@@ -14,5 +17,7 @@ def schema(config):
 
 
 class RecDataset(CachedDataset):
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
+
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), NumberRowsParser())

@@ -9,8 +9,9 @@ from .net import build_towers
 
 
 class DygraphModel(MatchingDygraphModel):
-    default_mode, default_negatives, default_similarity = "list", "popularity", "cosine"
-    default_temperature, default_logq = 0.5, False
+    config_spec = {**MatchingDygraphModel.defaults(mode="list", negatives="popularity", similarity="cosine",
+                                                   temperature=0.5, logq_correction=False, neg_num=20),
+                   "hyper_parameters.item_fc_sizes": None}  # no item MLP: the item side is the id embedding
 
     def check_config(self, config):
         super().check_config(config)

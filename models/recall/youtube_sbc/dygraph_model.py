@@ -1,15 +1,17 @@
-"""YoutubeSBC for the shared runners: list-wise in-batch softmax with logQ correction by default;
-every mode, similarity, temperature and sampler of the shared matching wrapper
-(models/common/matching_model.py) is a config key."""
+"""YoutubeSBC (Yi et al., RecSys 2019: sampling-bias-corrected neural modeling) as a two-tower
+model:
+
+    user = MLP([user_id, gender, age, occupation, zip, mean(history)])
+    item = MLP([item_id, mean(genres)])
+    logit(u, i) = cos(user, item) / temperature - log q(i)
+
+trained by default with an in-batch softmax: the other rows' positives are the negatives, and q(i),
+the probability that item i is in a batch, corrects their popularity bias. The towers are the shared
+matching wrapper's default MLP towers (models/common/matching_model.py); every mode, similarity,
+temperature and sampler is a config key."""
 from models.common.matching_model import MatchingDygraphModel
-from .net import build_towers
 
 
 class DygraphModel(MatchingDygraphModel):
-    default_mode, default_negatives, default_similarity = "list", "in_batch", "cosine"
-    default_temperature, default_logq = 0.05, True
-
-    def build_towers(self, embedding, config):
-        hp = "hyper_parameters"
-        return build_towers(embedding, config.get(f"{hp}.user_fc_sizes"), config.get(f"{hp}.item_fc_sizes"),
-                            config.get(f"{hp}.dropout"))
+    config_spec = MatchingDygraphModel.defaults(mode="list", negatives="in_batch", similarity="cosine",
+                                                temperature=0.05, logq_correction=True)

@@ -7,15 +7,14 @@ import paddle
 import pytest
 
 from models.common.data import DataFormatError
-from tests.conftest import DEEPFM_CONFIG, write_criteo_like
-from tools.utils.config import load_config
+from tests.conftest import model_config, DEEPFM_CONFIG, write_criteo_like
 from models.common.loading import load_dygraph_model
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 
 
 def small_config(*overrides):
-    return load_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
+    return model_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000",
                                        "hyper_parameters.fc_sizes=[16,8]", *overrides])
 
 
@@ -69,7 +68,7 @@ def test_learns_a_simple_rule(tmp_path):
 
 
 def test_reader_shapes_on_shipped_sample():
-    config = load_config(DEEPFM_CONFIG)
+    config = model_config(DEEPFM_CONFIG)
     reader = importlib.import_module("models.common.datasets.criteo")
     path = os.path.join(FOLDER, "data", "train", "sample_train.txt")
     dataset = reader.RecDataset([path], config)

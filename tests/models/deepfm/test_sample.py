@@ -6,8 +6,7 @@ import os
 
 import numpy as np
 
-from tests.conftest import DEEPFM_CONFIG, run_tool
-from tools.utils.config import load_config
+from tests.conftest import model_config, DEEPFM_CONFIG, run_tool
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 FILES = {"train": "sample_train.txt", "test": "sample_test.txt"}
@@ -28,14 +27,14 @@ def test_make_sample_reproduces_the_committed_files(tmp_path):
 
 
 def test_config_points_at_the_synthetic_sample():
-    config = load_config(DEEPFM_CONFIG)
+    config = model_config(DEEPFM_CONFIG)
     assert config.get("sample_data") == "synthetic"
     for key, split in (("runner.train_data_dir", "train"), ("runner.test_data_dir", "test")):
         assert config.get(key) == os.path.dirname(committed(split))
 
 
 def test_synthetic_sample_has_the_real_rows_format():
-    config = load_config(DEEPFM_CONFIG)
+    config = model_config(DEEPFM_CONFIG)
     reader = importlib.import_module("models.common.datasets.criteo")
     ids = {}
     for split, rows in (("train", 1000), ("test", 400)):

@@ -11,8 +11,7 @@ import paddle
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import REPO, run_tool
-from tools.utils.config import load_config
+from tests.conftest import model_config, REPO, run_tool
 from tools.utils.data import create_loader
 from models.common.loading import load_dygraph_model
 
@@ -21,7 +20,7 @@ FOLDER = os.path.dirname(CONFIG)
 
 
 def setup_model(tmp_path, *overrides):
-    config = load_config(CONFIG, [f"runner.data_cache_dir={tmp_path / 'cache'}", *overrides])
+    config = model_config(CONFIG, [f"runner.data_cache_dir={tmp_path / 'cache'}", *overrides])
     dm = load_dygraph_model(CONFIG)()
     dm.check_config(config)
     paddle.seed(0)
@@ -170,11 +169,11 @@ def test_unquoted_field_names_under_max_len_are_refused(tmp_path):
     from tools.utils.config import parse_yaml
 
     assert parse_yaml("{109_14: 8}") == {10914: 8}  # why the configs quote field names
-    config = load_config(CONFIG)
+    config = model_config(CONFIG)
     config.data["hyper_parameters"]["max_len"][10914] = 8
     with pytest.raises(SpecError, match=r"max_len' has the key 10914.*quote field names"):
         load_dygraph_model(CONFIG)().check_config(config)
-    config = load_config(CONFIG)
+    config = model_config(CONFIG)
     config.data["hyper_parameters"]["max_len"]["999"] = 8
     with pytest.raises(SpecError, match="'999', which is not an Ali-CCP field"):
         load_dygraph_model(CONFIG)().check_config(config)

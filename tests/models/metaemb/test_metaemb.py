@@ -9,8 +9,8 @@ import paddle
 import pytest
 
 from conftest import REPO, run_tool
-from tools.utils.config import load_config
-from models.common.loading import load_dygraph_model, load_module
+from tools.utils.runtime import load_model
+from models.common.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "rank", "metaemb")
 CONFIG = os.path.join(FOLDER, "config.yaml")
@@ -18,9 +18,7 @@ SCRIPT = "models/rank/metaemb/infer_warmup.py"
 
 
 def _setup(*overrides):
-    dm_class = load_dygraph_model(CONFIG)
-    dm = dm_class()
-    config = load_config(CONFIG, list(overrides), dm.open_sections, dm.required_keys, dm.full_config_spec())
+    config, dm = load_model(CONFIG, list(overrides))
     return dm, config, load_module(os.path.join(FOLDER, "infer_warmup.py"))
 
 
@@ -183,8 +181,7 @@ def test_missing_set_named(trained, tmp_path):
 
 @pytest.mark.parametrize("name", ["config.yaml", "config_ml100k.yaml", "config_bigdata.yaml"])
 def test_configs_load(name):
-    dm = load_dygraph_model(CONFIG)()
-    config = load_config(os.path.join(FOLDER, name), [], dm.open_sections, dm.required_keys, dm.full_config_spec())
+    config, dm = load_model(os.path.join(FOLDER, name))
     assert config.get("runner.meta_data_dir").endswith("meta") and config.get("hyper_parameters.alpha") == 0.1
 
 

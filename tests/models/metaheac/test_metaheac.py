@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO, run_tool
 from models.common.data import DataFormatError
-from tools.utils.config import Config, load_config
+from tools.utils.config import Config, read_config
+from tools.utils.runtime import load_model
 from models.common.loading import load_dygraph_model, load_module
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
@@ -28,9 +29,7 @@ def _modules():
 
 
 def _config(*overrides):
-    dm_class, _, _ = _modules()
-    dm = dm_class()
-    return load_config(CONFIG, list(overrides), dm.open_sections, dm.required_keys), dm
+    return load_model(CONFIG, list(overrides))
 
 
 def _random_rows(rng, n, max_idxs=TINY_MAX_IDXS, aid=1):
@@ -304,7 +303,7 @@ def test_reader_accepts_published_pickle(shared_data, tmp_path):
     path = os.path.join(shared_data, "tencent-lookalike-metaheac", "paddlerec", "train_stage1.pkl")
     if not os.path.isfile(path):
         pytest.skip("PaddleRec's sample pickle is not present")
-    full = load_config(os.path.join(FOLDER, "config_bigdata.yaml")).get("hyper_parameters.max_idxs")
+    full = read_config(os.path.join(FOLDER, "config_bigdata.yaml")).get("hyper_parameters.max_idxs")
     config, _ = _config(f"runner.data_cache_dir={tmp_path}")
     config.set("hyper_parameters.max_idxs", full)
     reader = load_module(os.path.join(FOLDER, "reader_train.py"))

@@ -63,7 +63,7 @@ def our_meta_step(first_order):
         f"hyper_parameters.mlp_dims={list(MLP_DIMS)}", f"hyper_parameters.num_expert={EXPERTS}",
         f"hyper_parameters.num_output={OUTPUTS}", f"hyper_parameters.task_count={TASKS}",
         f"hyper_parameters.batch_size={ROWS}", f"hyper_parameters.local_lr={LOCAL_LR}", "hyper_parameters.dropout=0.0",
-    ], spec=dm.full_config_spec())
+    ], spec=dm.full_config_spec)
     model = dm.create_model(config)
     weights = official_to_ours(ref, "init")
     assert set(weights) == set(model.state_dict())

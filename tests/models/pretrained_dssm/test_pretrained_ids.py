@@ -40,7 +40,7 @@ def test_pretrained_item_rows_are_loaded_and_frozen_or_tuned(tmp_path, freeze):
 
     dm = load_dygraph_model(DSSM)()
     config = load_config(DSSM, [f"hyper_parameters.pretrained_item_embedding={tmp_path / 'items.npy'}"],
-                         spec=dm.full_config_spec())
+                         spec=dm.full_config_spec)
     seed_everything(config.get("runner.seed"))
     model = dm.create_model(config)
     initial = model.embedding.weight.numpy()

@@ -7,15 +7,14 @@ import paddle
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import REPO, run_tool
-from tools.utils.config import load_config
+from tests.conftest import model_config, REPO, run_tool
 from models.common.loading import load_dygraph_model
 
 CONFIG = os.path.join(REPO, "models", "multitask", "sharebottom", "config.yaml")
 
 
 def test_towers_read_one_shared_bottom(tmp_path):
-    config = load_config(CONFIG, [f"runner.data_cache_dir={tmp_path}"])
+    config = model_config(CONFIG, [f"runner.data_cache_dir={tmp_path}"])
     dm = load_dygraph_model(CONFIG)()
     dm.check_config(config)
     paddle.seed(0)
