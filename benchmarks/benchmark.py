@@ -5,7 +5,7 @@
 By default N rows are synthesised from the sample files in runner.train_data_dir (cycled over,
 sparse ids re-hashed per pass so the embedding table sees many rows) into a temporary folder;
 ``--data DIR`` benchmarks existing files instead. Then, through the runners' own code path
-(the model's DygraphModel and RecDataset, tools.utils.data.create_dataset / create_loader):
+(the model's DygraphModel and RecDataset, models.common.data.loader.create_dataset / create_loader):
 
 - dataset construction: parse seconds, rows/s, resident memory it added;
 - training: ``--warmup`` untimed steps, then ``--steps`` timed steps (default: one epoch), with
@@ -53,7 +53,7 @@ from benchmarks.baselines import paddlerec_readers  # noqa: E402
 from models.common.data import list_data_files  # noqa: E402
 from models.common.loading import REPO_ROOT, load_module, load_reader  # noqa: E402
 from tools.utils.checkpoint import write_json  # noqa: E402
-from tools.utils.data import create_dataset, create_loader  # noqa: E402
+from models.common.data.loader import create_dataset, create_loader  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, seed_everything, setup  # noqa: E402
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))

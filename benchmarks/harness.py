@@ -2,7 +2,7 @@
 memory readings (the PaddleRec-style readers it compares with are in benchmarks/baselines).
 
 Nothing here is used by training itself; the benchmark drives the real runner code path
-(tools.utils.data.create_dataset / create_loader and the model's DygraphModel) and uses these
+(models.common.data.loader.create_dataset / create_loader and the model's DygraphModel) and uses these
 helpers only around it.
 """
 import math

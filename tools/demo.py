@@ -1,7 +1,7 @@
 """Train and evaluate every model on its shipped sample data and print a table.
 
-For each models/<area>/<model>/config.yaml: tools/trainer.py, then the model's own
-infer_meta.py or infer_warmup.py if it has one, else tools/infer.py; outputs go to a temporary folder. The numbers
+For each models/<area>/<model>/config.yaml: tools/trainer.py, then tools/infer.py (which evaluates
+each model by its paradigm's protocol); outputs go to a temporary folder. The numbers
 come from the metrics.json the runners write ("headline"), not from parsing logs. The "data"
 column is the config's top-level ``sample_data`` key (synthetic or real; the runners ignore it).
 """
@@ -20,7 +20,6 @@ sys.path.insert(0, REPO)
 from tools.utils.config import ConfigError, read_config  # noqa: E402
 
 SAMPLE_KINDS = ("synthetic", "real")
-MODEL_EVALUATORS = ("infer_meta.py", "infer_warmup.py")  # a model's own evaluation script, else tools/infer.py
 
 
 def sample_data(config):
@@ -41,15 +40,12 @@ def run(command, log_file):
 
 
 def demo_model(config, work_dir):
-    folder = os.path.dirname(config)
     ckpt, infer_dir, log_file = (os.path.join(work_dir, n) for n in ("ckpt", "infer", "log.txt"))
     paths = [f"runner.model_save_path={ckpt}", f"runner.infer_load_path={ckpt}"]
     start = time.perf_counter()
     status = run([sys.executable, os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o", *paths], log_file)
     if status == 0:
-        scripts = [os.path.join(folder, n) for n in MODEL_EVALUATORS if os.path.isfile(os.path.join(folder, n))]
-        infer_script = scripts[0] if scripts else os.path.join(REPO, "tools", "infer.py")
-        status = run([sys.executable, infer_script, "-m", config, "-o", *paths,
+        status = run([sys.executable, os.path.join(REPO, "tools", "infer.py"), "-m", config, "-o", *paths,
                       f"runner.infer_output_path={infer_dir}"], log_file)
     seconds = time.perf_counter() - start
     if status != 0:

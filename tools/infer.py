@@ -1,29 +1,34 @@
-"""Evaluate saved epochs: python tools/infer.py -m models/<area>/<model>/config.yaml [-o key=value ...]
+"""Evaluate saved models: python tools/infer.py -m models/<area>/<model>/config.yaml [-o key=value ...] [--seeds N]
 
-Evaluates runner.infer_start_epoch .. runner.infer_end_epoch - 1 from runner.infer_load_path
-(default: runner.model_save_path, also when only the latter is overridden with -o), logs the
-metrics and writes them to <output>/metrics.json, where <output> is runner.infer_output_path if
-set (then per-sample predictions go there too, one CSV per epoch), else <infer_load_path>/infer.
+The model's paradigm picks the protocol (models/common/evaluation.py): ranking and multi-task
+metrics over runner.test_data_dir, retrieval over the whole catalog, MetaHeac's per-task
+fine-tune-then-test, MetaEmb's cold-start and warm-up. It evaluates runner.infer_start_epoch ..
+runner.infer_end_epoch - 1 from runner.infer_load_path (default: runner.model_save_path, also when
+only the latter is overridden with -o; the start defaults to the best epoch of a run with
+validation, else the last), logs the results and writes them to <output>/metrics.json, where
+<output> is runner.infer_output_path if set (then per-sample predictions go there too), else
+<infer_load_path>/<protocol>. With --seeds N, N models (runner.seed, +1, ...) are trained into
+<output>/seed<s>/base and each is evaluated; metrics.json gets the mean over seeds.
+
 The folder and epochs evaluated are logged first; the output folder is checked to be writable
 before any work; checkpoints are loaded strictly (a parameter that does not fit is an error).
 """
+import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import pandas as pd  # noqa: E402
 import tools.utils  # noqa: E402
 
 tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
-import paddle  # noqa: E402
 
-from tools.utils.checkpoint import (best_epoch, check_writable, complete_epochs, config_differences, load_checkpoint,  # noqa: E402
-                                    read_run, write_atomic, write_json)
+from models.common.artifacts import write_json  # noqa: E402
+from models.common.evaluation import numbers  # noqa: E402
+from tools.utils.checkpoint import (best_epoch, check_writable, complete_epochs, config_differences,  # noqa: E402
+                                    load_checkpoint, read_run)
 from tools.utils.config import ConfigError  # noqa: E402
-from tools.utils.data import create_dataset  # noqa: E402
-from models.common.loading import load_reader  # noqa: E402
-from tools.utils.runtime import evaluate, run_main, setup  # noqa: E402
+from tools.utils.runtime import USER_ERRORS, Context, add_config_arguments, seed_everything, setup  # noqa: E402
 
 
 def epochs_to_evaluate(config):
@@ -62,62 +67,66 @@ def prepare_evaluation(config, log, default_output):
     return load_path, epochs, output_dir
 
 
-def check_evaluator(dm, config):
-    """A model evaluated by its own script (``evaluator_script``) is refused by tools/infer.py."""
-    script = getattr(dm, "evaluator_script", None)
-    if script:
-        path = os.path.join(os.path.dirname(config.path), script)
-        raise ConfigError(f"{config.path}: this model is evaluated by its own script, not tools/infer.py: "
-                          f"python {path} -m {config.path}")
+def seed_models(ctx, seeds, output_dir):
+    """[(("seed", s), config, folder, epoch)] of ``seeds`` models trained with seeds runner.seed, +1, ...
+    into <output_dir>/seed<s>/base (tools/trainer.py's train)."""
+    from tools.trainer import train
+
+    runs, first = [], ctx.config.get("runner.seed")
+    for seed in range(first, first + seeds):
+        folder = os.path.join(output_dir, f"seed{seed}", "base")
+        config = ctx.config.copy({"runner.seed": seed, "runner.model_save_path": folder, "runner.infer_load_path": folder,
+                                  "runner.overwrite": True, "runner.resume": False})
+        seed_everything(seed)
+        train(Context(config, ctx.dygraph_model))
+        runs.append((("seed", seed), config, folder, config.get("runner.epochs") - 1))
+    return runs
 
 
-def infer(ctx):
-    """Evaluate the configured epochs; return {epoch: metrics}."""
+def infer(ctx, seeds=1):
+    """Evaluate the configured epochs (or ``seeds`` freshly trained models); -> {label: results}."""
     config, dm = ctx.config, ctx.dygraph_model
-    check_evaluator(dm, config)
-    load_path, epochs, output_dir = prepare_evaluation(config, ctx.log, "infer")
-    output_path = config.get("runner.infer_output_path")
-    model = dm.create_model(config)
-    dataset = create_dataset(load_reader(config, "infer"), config, "infer")
-    results = {}
-    # A model with its own evaluation protocol (e.g. retrieval: export embeddings, search the
-    # catalog) does it per epoch in ``evaluate_epoch`` -> {metric: value}.
-    evaluate_epoch = getattr(dm, "evaluate_epoch", None)
-    for epoch in epochs:
-        load_checkpoint(load_path, epoch, model)
-        if evaluate_epoch is not None:
-            model.eval()
-            with paddle.no_grad():
-                values = evaluate_epoch(model, dataset, config, epoch, output_dir, ctx.log)
-            ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
-            results[epoch] = values
-            continue
-        values, columns = evaluate(dm, model, dataset, config, collect=bool(output_path))
-        ctx.log(f"infer epoch: {epoch}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
-        results[epoch] = values
-        if output_path:
-            frame = pd.DataFrame(columns)
-            frame.index.name = "index"
-            target = os.path.join(output_dir, f"predictions_epoch{epoch}.csv")
-            write_atomic(target, lambda f: frame.to_csv(f, float_format="%.6g"))
-            ctx.log(f"wrote {len(frame)} predictions to {target}")
-    write_json(os.path.join(output_dir, "metrics.json"),
-               {"config": config.path, "load_path": load_path,
-                "infer": [{"epoch": e, **v} for e, v in results.items()],
-                "headline": _headline(dm, results[epochs[-1]])})
+    evaluation = dm.create_evaluation(config, ctx.log)
+    if seeds == 1:
+        load_path, epochs, output_dir = prepare_evaluation(config, ctx.log, evaluation.name)
+        runs = [(("epoch", epoch), config, load_path, epoch) for epoch in epochs]
+    else:
+        load_path = None
+        output_dir = config.get("runner.infer_output_path") or os.path.join(
+            config.get("runner.model_save_path"), f"{evaluation.name}_seeds{seeds}")
+        check_writable(output_dir, "runner.infer_output_path")
+        ctx.log(f"{seeds} seeds from {config.get('runner.seed')}: each trains its model into {output_dir}/seed<s>/base")
+        runs = seed_models(ctx, seeds, output_dir)
+    results, entries = {}, []
+    for (kind, number), run_config, folder, epoch in runs:
+        label = f"{kind}{number}"  # epoch3, seed2019: names the run's output files
+        seed_everything(run_config.get("runner.seed"))
+        model = dm.create_model(run_config)
+        load_checkpoint(folder, epoch, model)
+        results[label] = evaluation.evaluate(model, run_config, label, output_dir)
+        entries.append({kind: number, **results[label]})
+        ctx.log(f"infer {kind}: {number}, " + ", ".join(f"{k}: {v:.6f}" for k, v in numbers(results[label]).items()))
+    headline = evaluation.finish(results, output_dir)
+    write_json(os.path.join(output_dir, "metrics.json"), {"config": config.path, "load_path": load_path,
+                                                          evaluation.name: entries, "headline": headline})
+    ctx.log(f"wrote {os.path.join(output_dir, 'metrics.json')}")
     return results
 
 
-def _headline(dm, values):
-    """The last epoch's metrics, or the few a model names in ``headline_keys`` (demo table)."""
-    keys = getattr(dm, "headline_keys", None)
-    return {k: values[k] for k in keys if k in values} if keys else values
-
-
-def main(args):
-    """Evaluate saved checkpoints of a model."""
-    return infer(setup(args, distributed=False))
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=1, help="train and evaluate this many models, with seeds "
+                        "runner.seed, +1, ... (default 1: evaluate the saved epochs)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    try:
+        return infer(setup(args, distributed=False), args.seeds)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

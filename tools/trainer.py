@@ -15,9 +15,11 @@ from models.common.data import RowRange, list_data_files  # noqa: E402
 from tools.utils.checkpoint import (BEST, load_checkpoint, prepare_save_path, save_checkpoint, write_json,  # noqa: E402
                                     write_run)
 from tools.utils.config import ConfigError  # noqa: E402
-from tools.utils.data import create_dataset, create_loader  # noqa: E402
+from models.common.data.loader import create_dataset, create_loader  # noqa: E402
 from models.common.loading import load_reader  # noqa: E402
-from tools.utils.runtime import evaluate, run_main, setup, train_step  # noqa: E402
+from models.common.base_model import unwrap  # noqa: E402
+from models.common.evaluation import evaluate  # noqa: E402
+from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
 MONITOR = f"valid_{METRIC}"
@@ -51,6 +53,7 @@ def train(ctx):
     dataset = create_dataset(load_reader(config, "train"), config, "train")
     if getattr(dataset, "skipped_lines", 0):
         ctx.log(f"skipped {dataset.skipped_lines} malformed lines (runner.skip_bad_lines is true)")
+    dataset = dm.training_data(dataset, config)
     dataset, valid = split_validation(config, dm, dataset, ctx.log)
     patience = config.get("runner.early_stop_patience")
     metrics, names = dm.create_metrics("train")
@@ -170,7 +173,7 @@ def math_environment():
 
 def parameter_digest(model):
     """Short hash of all parameter values: equal across data-parallel ranks that stayed in sync."""
-    layer = getattr(model, "_layers", model)
+    layer = unwrap(model)
     digest = hashlib.sha256()
     for name, value in sorted(layer.state_dict().items()):
         digest.update(name.encode())

@@ -11,8 +11,8 @@ import numpy as np
 import paddle
 
 from models.common.meta import inner_sgd_step
-from models.multitask.metaheac.dygraph_model import task_batch
-from models.multitask.metaheac.infer_meta import _tensors
+from models.common.data.loader import to_tensors
+from models.common.meta_model import task_batch
 from models.common.datasets.lookalike import AD, DYNAMIC, STATIC
 
 
@@ -190,14 +190,14 @@ def paddlerec_finetune(config, model, path, task):
     size = config.get("hyper_parameters.batch_size")
     for _ in range(config.get("runner.infer_train_epoch")):
         for i in range(0, len(task.stage1["label"]), size):
-            batch = _tensors(task.stage1, slice(i, i + size))
+            batch = to_tensors(task.stage1, slice(i, i + size))
             loss = paddle.nn.functional.binary_cross_entropy(model(batch), batch["label"].astype("float32"))
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
     model.eval()
     with paddle.no_grad():
-        return model(_tensors(task.stage2)).numpy()
+        return model(to_tensors(task.stage2)).numpy()
 
 
 def paddlerec_code_finetune(dm, model, path, task, config):

@@ -33,13 +33,11 @@ from benchmarks.baselines.paddlerec_metaheac import (PaddleRecCodeRunner, Paddle
 from models.common.data import list_data_files  # noqa: E402
 from models.common.spec import Param, SpecError, positive_int  # noqa: E402
 from tools.utils.config import ConfigError  # noqa: E402
-from models.multitask.metaheac.dygraph_model import DygraphModel, meta_loss  # noqa: E402
-from models.multitask.metaheac.infer_meta import TaskEvaluator  # noqa: E402
+from models.common.datasets.lookalike import RecDataset as LookalikeRows  # noqa: E402
+from models.common.meta_model import Task, TaskEvaluator, TaskSampler, TestTasks, meta_loss  # noqa: E402
+from models.multitask.metaheac.dygraph_model import DygraphModel  # noqa: E402
 from models.common.datasets.lookalike import AD, DYNAMIC, STATIC, schema  # noqa: E402
 from models.multitask.metaheac.net import MetaHeacLayer  # noqa: E402
-from models.multitask.metaheac.reader_infer import RecDataset as InferDataset  # noqa: E402
-from models.multitask.metaheac.reader_infer import Task  # noqa: E402
-from models.multitask.metaheac.reader_train import RecDataset as TrainDataset  # noqa: E402
 
 def _bench(**params):
     return {f"benchmark.{name}": param for name, param in params.items()}
@@ -123,7 +121,7 @@ def time_meta_steps(config, batches, variants, paddlerec_code_dir=""):
 def _benchmark_task(config, seed_rows):
     """A hot test task of the sample with its seed rows resampled to ``seed_rows`` rows."""
     folder = config.get("runner.test_hot_data_dir") or config.get("runner.test_data_dir")
-    task = InferDataset(list_data_files(folder, "runner.test_hot_data_dir"), config).tasks[0]
+    task = TestTasks(LookalikeRows, folder, config, "runner.test_hot_data_dir").tasks[0]
     pick = np.random.default_rng(0).choice(len(task.stage1["label"]), seed_rows, replace=True)
     return Task(task.aid, {k: v[pick] for k, v in task.stage1.items()}, task.stage2)
 
@@ -189,7 +187,8 @@ def run_benchmark(config):
     for prefix, batch_size, steps in sizes:
         meta_cfg = config.copy({"hyper_parameters.max_idxs": s["max_idxs"], "hyper_parameters.batch_size": batch_size,
                                 "hyper_parameters.task_count": s["task_count"]})
-        sampler = TrainDataset(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"), meta_cfg)
+        sampler = TaskSampler(LookalikeRows(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"),
+                                            meta_cfg), meta_cfg)
         seconds = time_meta_steps(meta_cfg, [sampler[i] for i in range(steps + 1)], variants, s["paddlerec_code_dir"])
         figures = {"batch_size": batch_size}
         if "paddlerec_code" in seconds:

@@ -16,6 +16,7 @@ import os
 import paddle
 import paddle.nn.functional as F
 
+from models.common.evaluation import RankingEvaluation
 from models.common.loading import load_reader, reader_schema
 from models.common.metrics import AUC, LogLoss, RunningAUC
 from models.common.spec import Param, SpecError
@@ -66,6 +67,11 @@ def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning
     return getattr(paddle.optimizer, name)(**kwargs)
 
 
+def unwrap(model):
+    """The network itself, also when paddle.DataParallel wraps it."""
+    return getattr(model, "_layers", model)
+
+
 class BaseDygraphModel:
     # Names of the label columns, used for the per-sample prediction CSV.
     label_names = ("label",)
@@ -79,9 +85,6 @@ class BaseDygraphModel:
     supports_data_parallel = True
     # {dotted key: value} the model needs under runner.use_fleet (data parallel); others are refused.
     data_parallel_requires = {}
-    # A model whose protocol needs its own evaluation script (in its folder) names it here;
-    # tools/infer.py then refuses the config and points at that script.
-    evaluator_script = None
 
     @classmethod
     def model_spec(cls):
@@ -134,6 +137,15 @@ class BaseDygraphModel:
 
     def create_optimizer(self, dy_model, config):
         return build_optimizer(dy_model.parameters(), config, self.learning_rate_key)
+
+    def training_data(self, dataset, config):
+        """What the trainer iterates over: the training rows (a paradigm may wrap them, e.g. into a
+        task sampler)."""
+        return dataset
+
+    def create_evaluation(self, config, log):
+        """The evaluation protocol tools/infer.py runs (models.common.evaluation): ranking metrics."""
+        return RankingEvaluation(self, config, log)
 
     def create_metrics(self, mode="train"):
         """-> (metric objects, names). Training logs use a constant-memory running AUC;

@@ -8,7 +8,6 @@ towers are not the default MLP towers, writes ``build_towers``.
 The keys: ``config_spec`` below, and the data set's (dataset_info_path, embed_dim); ``python
 tools/trainer.py -m <config> --help-config`` prints them with their values.
 """
-import json
 import os
 
 import numpy as np
@@ -18,7 +17,7 @@ from models.common.embedding import FeatureEmbedding
 from models.common.matching import (MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, MLPTower, TwoTower, candidate_logits,
                                     matching_loss)
 from models.common.metrics import PairAUC
-from models.common.retrieval import evaluate, export_embeddings, write_recall_plot
+from models.common.retrieval import RetrievalEvaluation
 from models.common.datasets.movielens import USER_FEATURES, ItemCatalog, dataset_info, embedded_features
 from models.common.sampling import NegativeSampler
 from models.common.spec import Param, SpecError, positive_int, positive_ints
@@ -140,38 +139,10 @@ class MatchingDygraphModel(BaseDygraphModel):
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
         """Per-row similarity of the user and the held-out item (benchmarks/benchmark.py's inference
-        step; tools/infer.py evaluates with ``evaluate_epoch``)."""
+        step; tools/infer.py evaluates by retrieval, ``create_evaluation``)."""
         score = dy_model(batch_data)
         return metrics_list, {"item_id": batch_data["item_id"], "similarity": score}
 
     # ---- evaluation (tools/infer.py) --------------------------------------------------
-    def evaluate_epoch(self, model, dataset, config, epoch, output_dir, log):
-        """Export embeddings, search, score; writes embeddings, retrieval JSON and the plot into
-        ``output_dir`` -> the flat metrics."""
-        info = dataset_info(config)
-        batch_size = config.get("runner.infer_batch_size") or config.get("runner.train_batch_size")
-        exported = export_embeddings(model, dataset, batch_size, len(info["item_count"]))
-        ks = sorted(set(config.get(f"{HP}.retrieval.top_k")))
-        values, details = evaluate(exported, info["item_count"], ks, str(config.get(f"{HP}.retrieval.index")).lower(),
-                                   config.get(f"{HP}.retrieval.hnsw_m"), config.get(f"{HP}.retrieval.hnsw_ef_search"))
-        folder = os.path.join(output_dir, f"embeddings_epoch{epoch}")
-        os.makedirs(folder, exist_ok=True)
-        raw_users, raw_items = np.asarray(info.get("user_raw_id", [])), np.asarray(info.get("item_raw_id", []))
-        np.save(os.path.join(folder, "user_emb.npy"), exported["user_emb"])
-        np.save(os.path.join(folder, "item_emb.npy"), exported["item_emb"])
-        np.save(os.path.join(folder, "user_ids.npy"), exported["user_ids"])
-        np.save(os.path.join(folder, "item_ids.npy"), exported["item_ids"])
-        np.save(os.path.join(folder, "test_items.npy"), exported["targets"])
-        if len(raw_users) and len(raw_items):  # encoded id -> MovieLens id
-            np.save(os.path.join(folder, "user_raw_ids.npy"), raw_users[exported["user_ids"]])
-            np.save(os.path.join(folder, "item_raw_ids.npy"), raw_items[exported["item_ids"]])
-        name = self.model_name()
-        write_recall_plot(os.path.join(output_dir, f"recall_at_k_epoch{epoch}.svg"),
-                          {name: details["recall_curve"], "most popular": details["popular_recall_curve"]},
-                          title=f"Recall@K, {name} vs most popular (epoch {epoch})")
-        with open(os.path.join(output_dir, f"retrieval_epoch{epoch}.json"), "w", encoding="utf-8") as f:
-            json.dump({"model": name, "mode": self.hp(config)["mode"], "epoch": epoch, "metrics": values,
-                       **details}, f, indent=1)
-        log(f"retrieval: {details['users']} users x {details['items']} items, exact search "
-            f"{details['exact_search_seconds']:.3f} s; embeddings in {folder}")
-        return values
+    def create_evaluation(self, config, log):
+        return RetrievalEvaluation(self, config, log)

@@ -1,9 +1,11 @@
-"""Retrieval evaluation of a two-tower model: export the test users' and all items' embeddings,
-search the items with faiss (exact inner product, or HNSW), score the held-out items, compare
-with the most-popular-items baseline on the same split, and plot Recall@K against K.
+"""Retrieval evaluation of a two-tower model (the matching paradigm's protocol, run by
+tools/infer.py): export the test users' and all items' embeddings, search the items with faiss
+(exact inner product, or HNSW), score the held-out items, compare with the most-popular-items
+baseline on the same split, and plot Recall@K against K.
 
 With cosine similarity the exported vectors are L2-normalised, so inner product = cosine.
 """
+import json
 import logging
 import os
 import time
@@ -11,11 +13,10 @@ import time
 import numpy as np
 import paddle
 
+from models.common.data.loader import to_tensors
+from models.common.datasets.movielens import dataset_info
+from models.common.evaluation import Evaluation, test_rows
 from models.common.metrics import retrieval_metrics
-
-
-def _tensors(batch):
-    return {k: paddle.to_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
 def export_embeddings(model, dataset, batch_size, num_items):
@@ -26,7 +27,7 @@ def export_embeddings(model, dataset, batch_size, num_items):
     with paddle.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = dataset.take(np.arange(start, min(start + batch_size, len(dataset))))
-            users.append(model.user_embedding(_tensors(batch)).numpy())
+            users.append(model.user_embedding(to_tensors(batch)).numpy())
             targets.append(np.asarray(batch["item_id"]))
             user_ids.append(np.asarray(batch["user_id"]))
         item_ids = np.arange(1, num_items, dtype=np.int64)
@@ -144,3 +145,42 @@ def write_recall_plot(path, curves, title="Recall@K"):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(out) + "\n")
+
+
+class RetrievalEvaluation(Evaluation):
+    """Per trained model: export the embeddings, search, score; writes the embeddings, a retrieval
+    JSON and the Recall@K plot into the output folder."""
+
+    def __init__(self, dygraph_model, config, log):
+        super().__init__(dygraph_model, config, log)
+        self.dataset = test_rows(config)
+
+    def evaluate(self, model, config, label, output_dir):
+        hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
+        info = dataset_info(config)
+        batch_size = config.get("runner.infer_batch_size") or config.get("runner.train_batch_size")
+        model.eval()
+        with paddle.no_grad():
+            exported = export_embeddings(model, self.dataset, batch_size, len(info["item_count"]))
+        values, details = evaluate(exported, info["item_count"], sorted(set(hp("retrieval.top_k"))),
+                                   str(hp("retrieval.index")).lower(), hp("retrieval.hnsw_m"),
+                                   hp("retrieval.hnsw_ef_search"))
+        folder = os.path.join(output_dir, f"embeddings_{label}")
+        os.makedirs(folder, exist_ok=True)
+        raw_users, raw_items = np.asarray(info.get("user_raw_id", [])), np.asarray(info.get("item_raw_id", []))
+        for name, key in (("user_emb", "user_emb"), ("item_emb", "item_emb"), ("user_ids", "user_ids"),
+                          ("item_ids", "item_ids"), ("test_items", "targets")):
+            np.save(os.path.join(folder, f"{name}.npy"), exported[key])
+        if len(raw_users) and len(raw_items):  # encoded id -> MovieLens id
+            np.save(os.path.join(folder, "user_raw_ids.npy"), raw_users[exported["user_ids"]])
+            np.save(os.path.join(folder, "item_raw_ids.npy"), raw_items[exported["item_ids"]])
+        name = self.dm.model_name()
+        write_recall_plot(os.path.join(output_dir, f"recall_at_k_{label}.svg"),
+                          {name: details["recall_curve"], "most popular": details["popular_recall_curve"]},
+                          title=f"Recall@K, {name} vs most popular ({label})")
+        with open(os.path.join(output_dir, f"retrieval_{label}.json"), "w", encoding="utf-8") as f:
+            json.dump({"model": name, "mode": str(hp("mode")).lower(), "run": label, "metrics": values, **details},
+                      f, indent=1)
+        self.log(f"retrieval: {details['users']} users x {details['items']} items, exact search "
+                 f"{details['exact_search_seconds']:.3f} s; embeddings in {folder}")
+        return values

@@ -12,7 +12,11 @@ config file leaves them out; ``--help-config`` prints them and the readmes table
 _TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string", list: "a list"}
 
 
-class SpecError(ValueError):
+class ConfigError(ValueError):
+    """A config problem; the message names the file and/or key and what was expected."""
+
+
+class SpecError(ConfigError):
     """A config value outside what the model declares; the message names the key."""
 
 

@@ -1,7 +1,6 @@
 """benchmarks/baselines/paddlerec_metaheac.py: PaddleRec's own MetaHeac code (a stub with its
 interface here) gets its input layout and is stepped as PaddleRec's trainer and infer.py step it."""
 import importlib
-import os
 import sys
 
 import numpy as np
@@ -9,8 +8,8 @@ import paddle
 import pytest
 
 from benchmarks.baselines import paddlerec_metaheac as bench
-from models.common.loading import load_module
-from tests.models.metaheac.test_metaheac import FOLDER, _config, _random_rows
+from models.common.meta_model import Task
+from tests.models.metaheac.test_metaheac import _config, _random_rows
 
 _STUB_NET = """
 import paddle
@@ -75,7 +74,6 @@ def test_paddlerec_code_side_gets_its_layout_and_is_stepped(tmp_path):
 def test_paddlerec_code_finetune_follows_its_infer_loop(tmp_path):
     """Per task: the saved weights are reloaded, infer_train_epoch passes over the seed rows in
     batches of batch_size, then the candidates in batches, all in PaddleRec's layout."""
-    reader_infer = load_module(os.path.join(FOLDER, "reader_infer.py"))
     (tmp_path / "net.py").write_text(_STUB_NET)
     (tmp_path / "dygraph_model.py").write_text(_STUB_DYGRAPH_MODEL)
     config, _ = _config("hyper_parameters.batch_size=4", "runner.infer_train_epoch=2")
@@ -84,7 +82,7 @@ def test_paddlerec_code_finetune_follows_its_infer_loop(tmp_path):
     paddle.save(runner.model.state_dict(), path)
     runner.model.w.set_value(paddle.to_tensor([7.0]))  # must not survive the reload
     rng = np.random.default_rng(0)
-    task = reader_infer.Task(1, _random_rows(rng, 10), _random_rows(rng, 6))
+    task = Task(1, _random_rows(rng, 10), _random_rows(rng, 6))
     bench.paddlerec_code_finetune(runner.dm, runner.model, path, task, config)
     tuned = [entry for entry in runner.dm.seen if entry[0] == "tune"]
     scored = [entry[1] for entry in runner.dm.seen if entry[0] == "score"]

@@ -4,7 +4,7 @@ import paddle
 
 from models.common.data import ArrayDataset
 from tools.utils.config import Config
-from tools.utils.data import create_loader
+from models.common.data.loader import create_loader
 
 
 class PerSample(paddle.io.Dataset):

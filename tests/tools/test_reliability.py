@@ -312,11 +312,6 @@ def test_leftovers_are_removed_by_the_next_run(tmp_path):
     assert "removed 1 leftover(s)" in log and not stale.exists()
 
 
-# ---- 12. the right evaluation tool ---------------------------------------------------------------
-def test_infer_points_metaheac_to_infer_meta(tmp_path):
-    result = run_tool("tools/infer.py", "-m", METAHEAC_CONFIG, "-o", f"runner.model_save_path={tmp_path / 'ckpt'}")
-    assert_user_error(result, "infer_meta.py", "evaluated by its own script")
-
 
 
 def test_deepfm_data_parallel_needs_dense_gradients(tmp_path):

@@ -7,7 +7,6 @@ checkpoints in the folder are its own (``prepare_save_path``). Loading is strict
 whose parameters differ from the model's in name or shape is an error naming the parameter.
 """
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -15,6 +14,8 @@ import time
 
 import paddle
 
+from models.common.artifacts import write_json
+from models.common.base_model import unwrap
 from tools.utils.config import ConfigError, _flatten
 
 CHECKPOINT_FILES = ("rec.pdparams", "rec.pdopt")
@@ -44,8 +45,7 @@ def check_writable(folder, config_key):
 
 
 def _state_dict(model):
-    layer = getattr(model, "_layers", model)  # unwrap paddle.DataParallel
-    return layer.state_dict()
+    return unwrap(model).state_dict()
 
 
 def save_checkpoint(folder, epoch, model, optimizer):
@@ -117,7 +117,7 @@ def load_checkpoint(folder, epoch, model, optimizer=None, config_key="runner.inf
     params_file = os.path.join(path, "rec.pdparams")
     if not os.path.isfile(params_file):
         raise FileNotFoundError(f"{config_key}: no checkpoint for epoch {epoch}: {params_file} does not exist")
-    layer = getattr(model, "_layers", model)
+    layer = unwrap(model)
     state = _read(params_file, config_key)
     problems = state_mismatches(layer.state_dict(), state)
     if problems:
@@ -253,33 +253,3 @@ def prepare_save_path(config, log, is_main=True):
             if os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
     return []
-
-
-def write_atomic(path, write):
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def _strict(value):
-    """NaN (e.g. the AUC of a one-label set) -> None, so that the file is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def write_json(path, data):
-    write_atomic(path, lambda f: json.dump(_strict(data), f, indent=2, sort_keys=True, default=float))

@@ -9,7 +9,7 @@ import re
 import yaml
 
 from models.common.loading import READER_KEYS, is_module_name
-from models.common.spec import Param, SpecError
+from models.common.spec import ConfigError, Param, SpecError  # noqa: F401  (ConfigError: tools' name too)
 
 
 class _Loader(yaml.SafeLoader):
@@ -25,10 +25,6 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text):
     return yaml.load(text, Loader=_Loader)
-
-
-class ConfigError(ValueError):
-    """A config problem; the message names the file and/or key and what was expected."""
 
 
 def _runner(**params):

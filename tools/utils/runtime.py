@@ -10,10 +10,8 @@ import numpy as np
 import paddle
 
 from models.common.data import DataFormatError
-from models.common.metrics import to_numpy
 from models.common.spec import SpecError
 from tools.utils.config import RUNNER_SPEC, ConfigError, describe_keys, prepare_config, read_config
-from tools.utils.data import create_loader
 from models.common.loading import load_dygraph_model
 
 # Errors caused by the user's input: reported as one clear line, exit code 2.
@@ -23,13 +21,18 @@ USER_ERRORS = (ConfigError, SpecError, DataFormatError, FileNotFoundError, Permi
 
 def parse_args(description, argv=None):
     parser = argparse.ArgumentParser(description=description)
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_config_arguments(parser):
+    """-m CONFIG, -o KEY=VALUE ... and --help-config."""
     parser.add_argument("-m", "--config", required=True, help="model config YAML")
     parser.add_argument("-o", "--opt", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. -o runner.epochs=2 hyper_parameters.fc_sizes=[64,32]")
     parser.add_argument("--help-config", nargs="?", const="text", choices=("text", "markdown"),
                         help="print every key this config's model reads (type and range, default, value, what "
                              "it does) and exit; 'markdown' prints the readme's table")
-    return parser.parse_args(argv)
 
 
 class Context:
@@ -143,29 +146,6 @@ def train_step(dygraph_model, model, optimizer, metrics, batch, config):
     optimizer.step()
     optimizer.clear_grad()
     return loss, print_dict
-
-
-def evaluate(dygraph_model, model, dataset, config, collect=False):
-    """Evaluation metrics of ``model`` over ``dataset`` (the model's infer metrics, no gradient).
-    -> (values {metric: number}, outputs {column: array} when ``collect`` else None)."""
-    metrics, names = dygraph_model.create_metrics("infer")
-    for metric in metrics:
-        metric.reset()
-    columns = {} if collect else None
-    was_training = model.training
-    model.eval()
-    with paddle.no_grad():
-        for batch in create_loader(dataset, config, "infer"):
-            metrics, outputs = dygraph_model.infer_forward(model, metrics, batch, config)
-            if collect:
-                for name, value in outputs.items():
-                    columns.setdefault(name, []).append(to_numpy(value))
-    if was_training:
-        model.train()
-    values = {n: m.accumulate() for n, m in zip(names, metrics)}
-    if collect:
-        columns = {name: np.concatenate(parts) for name, parts in columns.items()}
-    return values, columns
 
 
 def run_main(main, argv=None):

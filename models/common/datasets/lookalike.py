@@ -10,13 +10,12 @@ Two formats with the same columns:
   can execute arbitrary code: load pickles only from a trusted source (datasets/Lookalike/run.sh
   checks the archive's checksum).
 """
-import os
 import zipfile
 
 import numpy as np
 import pandas as pd
 
-from models.common.data import Chunk, DataFormatError
+from models.common.data import CachedDataset, Chunk, DataFormatError
 from models.common.features import GroupKey, Label, Schema, SequenceFeature, SparseFeature
 from models.common.spec import Param, positive_int
 
@@ -106,11 +105,14 @@ def data_files(files):
     return [f for f in files if f.endswith(EXTENSIONS)]
 
 
-def split_stages(files, folder):
-    """The stage-1 and stage-2 files of a test folder (names containing 'stage1' / 'stage2')."""
-    stage1 = [f for f in files if "stage1" in os.path.basename(f)]
-    stage2 = [f for f in files if "stage2" in os.path.basename(f)]
-    if not stage1 or not stage2:
-        raise DataFormatError(f"{folder}: expected files named *stage1*.npz|pkl and *stage2*.npz|pkl, "
-                              f"found {[os.path.basename(f) for f in files]}")
-    return stage1, stage2
+class RecDataset(CachedDataset):
+    """The data files (.npz / trusted .pkl) among ``file_list``, converted once into the columnar
+    cache; other files (a README, checksums) are ignored. Meta-learning groups the rows by ``aid``
+    (models/common/meta_model.py)."""
+    config_spec, schema = CONFIG_SPEC, staticmethod(schema)
+
+    def __init__(self, file_list, config):
+        files = data_files(file_list)
+        if not files:
+            raise DataFormatError(f"no .npz/.pkl files among {file_list}")
+        super().__init__(files, config, schema(config), LookalikeParser())

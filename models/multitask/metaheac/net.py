@@ -23,8 +23,8 @@ import paddle.nn.functional as F
 from models.common.embedding import FeatureEmbedding
 from models.common.layers import MLP, ExpertBank, sub_params
 from models.common.meta import lookup, softmax
+from models.common.meta_model import TABLE
 
-TABLE = "embedding.table.weight"  # the shared table's name in named_parameters()
 
 # Initialisation (hyper_parameters.init) -> (FeatureEmbedding init, MLP init):
 #   official:  the official PyTorch code's (torch defaults): every table row N(0, 1); every Linear's

@@ -1,6 +1,20 @@
-"""Pretrained-vector two-tower wrapper for the shared runners (BCE, Adam, AUC from the base class)."""
+"""Pretrained-vector two-tower wrapper for the shared runners (BCE, Adam, AUC from the base class),
+and its export (tools/export.py, or this folder's export.py): the towers' outputs of a folder of
+pretrained vectors - ``users.npy`` + ``users.txt`` and/or ``items.npy`` + ``items.txt`` (one id per
+line in the same order; datasets/movielens/make_pretrained_vectors.py writes them) - as
+``<side>.npy`` (e.g. 64-d) and ``<side>.txt`` (the ids), plus what nearest-neighbour search uses:
+``user_queries.npy`` / ``item_keys.npy``, whose inner product ranks items as the model's score does
+(see net.py). ``--jit`` also saves the towers with paddle.jit.save as inference/{user,item}_tower
+(.pdmodel/.pdiparams, input [batch, vector_dim] float32), loadable with paddle.jit.load or a Paddle
+Inference predictor without this repository's code.
+"""
+import os
+
+import numpy as np
+import paddle
+
 from models.common.base_model import BaseDygraphModel
-from models.common.spec import Param, positive_ints
+from models.common.spec import Param, SpecError, positive_ints
 from .net import SCORES, PretrainedTwoTower
 
 
@@ -17,3 +31,63 @@ class DygraphModel(BaseDygraphModel):
     def create_model(self, config):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
         return PretrainedTwoTower(hp("vector_dim"), hp("tower_dims"), hp("score"), hp("temperature"))
+
+    def export(self, model, config, out, vectors, jit=False, log=print):
+        """Write the tower outputs of the vectors in the folder ``vectors`` to ``out`` (see above)."""
+        if not vectors:
+            raise SpecError("--vectors: this model exports the tower outputs of a folder of pretrained vectors "
+                            "(users.npy / items.npy)")
+        return export(model, vectors, out, config.get("hyper_parameters.vector_dim"), jit, log)
+
+
+SIDES = {"users": ("user_tower", "user_queries"), "items": ("item_tower", "item_keys")}
+
+
+def read_vectors(folder, side, dim):
+    """-> (ids [n] int64, vectors [n, dim] float32) of ``folder/<side>.npy`` + ``.txt``, or None."""
+    path, ids_path = os.path.join(folder, f"{side}.npy"), os.path.join(folder, f"{side}.txt")
+    if not os.path.isfile(path):
+        return None
+    vectors = np.load(path, allow_pickle=False)
+    if vectors.ndim != 2 or vectors.shape[1] != dim or not np.isfinite(vectors).all():
+        raise SpecError(f"{path}: expected finite vectors of shape [n, {dim}] (hyper_parameters.vector_dim), "
+                          f"found {vectors.dtype} {vectors.shape}")
+    ids = np.loadtxt(ids_path, dtype=np.int64, ndmin=1) if os.path.isfile(ids_path) else np.arange(len(vectors))
+    if len(ids) != len(vectors):
+        raise SpecError(f"{ids_path}: {len(ids)} ids for {len(vectors)} vectors in {path}")
+    return ids, vectors.astype(np.float32)
+
+
+def tower_outputs(tower, vectors, batch_size=8192):
+    with paddle.no_grad():
+        return np.concatenate([tower(paddle.to_tensor(vectors[i:i + batch_size])).numpy()
+                               for i in range(0, len(vectors), batch_size)]) if len(vectors) else vectors
+
+
+def export(model, folder, out, dim, jit=False, log=print):
+    """Write the outputs of every side found in ``folder`` to ``out``; -> {side: (ids, outputs)}."""
+    model.eval()
+    done = {}
+    for side, (tower_name, search_name) in SIDES.items():
+        found = read_vectors(folder, side, dim)
+        if found is None:
+            continue
+        ids, vectors = found
+        outputs = tower_outputs(getattr(model, tower_name), vectors)
+        with paddle.no_grad():
+            t = paddle.to_tensor(outputs)
+            search = (model.query(t) if side == "users" else model.key(t)).numpy()
+        np.save(os.path.join(out, f"{side}.npy"), outputs)
+        np.savetxt(os.path.join(out, f"{side}.txt"), ids, fmt="%d")
+        np.save(os.path.join(out, f"{search_name}.npy"), search)
+        log(f"{side}: {len(ids)} vectors -> {outputs.shape[1]}-d tower outputs in {out}")
+        done[side] = (ids, outputs)
+    if not done:
+        raise FileNotFoundError(f"--vectors: {folder} holds neither users.npy nor items.npy")
+    if jit:
+        for side, (tower_name, _) in SIDES.items():
+            path = os.path.join(out, "inference", tower_name)
+            paddle.jit.save(getattr(model, tower_name), path,
+                            input_spec=[paddle.static.InputSpec([None, dim], "float32", name="vector")])
+            log(f"saved {tower_name} as an inference model: {path}.pdmodel")
+    return done

@@ -14,7 +14,7 @@ from models.common.data import CachedDataset, DataFormatError, SlotParser
 from models.common.features import DenseFeature, GroupKey, Label, Schema, SequenceFeature, SparseFeature
 from tests.conftest import REPO, write_criteo_like
 from tools.utils.config import Config
-from tools.utils.data import plan_batches
+from models.common.data.loader import plan_batches
 
 SLOTS = ["click"] + ["dense_feature"] * 13 + [str(i) for i in range(1, 27)]
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tests.conftest import model_config, REPO, run_tool
-from tools.utils.data import create_loader
+from models.common.data.loader import create_loader
 from models.common.loading import load_dygraph_model
 
 CONFIG = os.path.join(REPO, "models", "multitask", "esmm", "config.yaml")

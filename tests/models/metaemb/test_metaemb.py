@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, run_tool
 from tools.utils.runtime import load_model
+from models.common import coldstart
 from models.common.loading import load_module
 
 FOLDER = os.path.join(REPO, "models", "rank", "metaemb")
@@ -19,7 +20,7 @@ SCRIPT = "models/rank/metaemb/infer_warmup.py"
 
 def _setup(*overrides):
     config, dm = load_model(CONFIG, list(overrides))
-    return dm, config, load_module(os.path.join(FOLDER, "infer_warmup.py"))
+    return dm, config, coldstart
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +45,13 @@ def test_generator_receives_second_order_gradient():
     sets = {s: warm.load_set(config, "meta_data_dir", f"meta_{s}") for s in "ab"}
     _, k = warm.item_blocks(sets["a"], "item_id")
     rows = np.arange(4 * k)  # 4 IDs
-    a, b = warm.tensors(sets["a"], rows), warm.tensors(sets["b"], rows)
+    a, b = warm.to_tensors(sets["a"], rows), warm.to_tensors(sets["b"], rows)
     for p in model.parameters():
         p.stop_gradient = True
     weight = generator.weight
 
     def meta_grad(cold_lr, first_order):
-        loss, _, _ = warm.meta_loss(model, generator, a, b, k, alpha=0.0, cold_lr=cold_lr, first_order=first_order)
+        loss, _, _ = warm.generator_meta_loss(model, generator, a, b, k, alpha=0.0, cold_lr=cold_lr, first_order=first_order)
         (grad,) = paddle.grad(loss, [weight])
         return float(loss), grad.numpy().astype(np.float64)
 
@@ -168,9 +169,17 @@ def test_reader_rejects_bad_files(tmp_path):
         reader.RecDataset([str(tmp_path / "range.npz")], config)
 
 
-def test_tools_infer_points_to_infer_warmup(trained):
-    result = run_tool("tools/infer.py", "-m", CONFIG, "-o", f"runner.model_save_path={trained}")
-    assert result.returncode == 2 and "infer_warmup.py" in result.stderr
+def test_tools_infer_runs_the_warm_up_protocol_as_infer_warmup(trained, tmp_path):
+    """infer_warmup.py is tools/infer.py: the cold-start paradigm's evaluation, the same numbers."""
+    results = []
+    for script in ("tools/infer.py", SCRIPT):
+        out = str(tmp_path / os.path.basename(script))
+        result = run_tool(script, "-m", CONFIG, "-o", f"runner.model_save_path={trained}",
+                          f"runner.infer_output_path={out}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        with open(os.path.join(out, "metrics.json")) as f:
+            results.append(json.load(f)["headline"])
+    assert results[0] == results[1] and results[0]["auc_cold_metaemb"] > 0.5
 
 
 def test_missing_set_named(trained, tmp_path):

@@ -1,7 +1,6 @@
 """MetaHeac: fast-weight math, readers, infer_meta protocol and the two commands end to end."""
 import json
 import math
-import importlib
 import os
 import shutil
 
@@ -11,7 +10,9 @@ import paddle
 import pytest
 
 from conftest import REPO, run_tool
+from models.common import meta_model
 from models.common.data import DataFormatError
+from models.common.datasets import lookalike
 from tools.utils.config import Config, read_config
 from tools.utils.runtime import load_model
 from models.common.loading import load_dygraph_model, load_module
@@ -34,7 +35,6 @@ def _config(*overrides):
 
 def _random_rows(rng, n, max_idxs=TINY_MAX_IDXS, aid=1):
     """Columns of ``n`` rows in the published layout, ids within ``max_idxs``."""
-    lookalike = importlib.import_module("models.common.datasets.lookalike")
     cols = {"label": rng.integers(0, 2, n), "aid": np.full(n, aid)}
     for name, top in zip(lookalike.STATIC, max_idxs[0]):
         cols[name] = rng.integers(0, top + 1, n)
@@ -51,7 +51,6 @@ def _random_rows(rng, n, max_idxs=TINY_MAX_IDXS, aid=1):
 def _tiny(dtype="float32", seed=0, **kw):
     """A small MetaHeac net and a random meta-batch (2 tasks x 6 rows) for it."""
     _, net, _ = _modules()
-    lookalike = importlib.import_module("models.common.datasets.lookalike")
     schema = lookalike.schema(Config({"hyper_parameters": {"max_idxs": TINY_MAX_IDXS, "embed_dim": kw.get("dim", 4)}},
                                      "tiny.yaml"))
     paddle.set_default_dtype(dtype)
@@ -81,12 +80,11 @@ def test_fast_weight_forward_equals_normal_forward():
     from models.common.meta import compact_ids
 
     _modules()
-    dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
     model, support, _ = _tiny()
     model.eval()
     batch = _task(support, 0)
     unique, (local,) = compact_ids([model.global_ids(batch)])
-    params = dygraph_model.task_params(model, unique)
+    params = meta_model.task_params(model, unique)
     assert len(unique) < model.embedding.weight.shape[0]  # really a subset of the table
     np.testing.assert_allclose(model(batch, params, local).numpy(), model(batch).numpy(), rtol=1e-6, atol=1e-7)
 
@@ -125,11 +123,10 @@ def test_forward_equals_straightforward_reference():
 @pytest.mark.parametrize("first_order", [True, False])
 def test_row_subset_query_loss_equals_dense_update(first_order):
     dm_class, _, bench = _modules()
-    dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
     dm = dm_class()
     model, support, query = _tiny("float64")
     lr = 0.5  # large, so that the inner step matters
-    sparse_loss, _ = dygraph_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)
+    sparse_loss, _ = meta_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)
     sparse_loss.backward()
     sparse_grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()
                     if n != "embedding.table.weight"}
@@ -143,14 +140,13 @@ def test_row_subset_query_loss_equals_dense_update(first_order):
 
 def test_second_order_gradient_matches_numerical_check():
     dm_class, _, _ = _modules()
-    dygraph_model = load_module(os.path.join(FOLDER, "dygraph_model.py"))
     dm = dm_class()
     model, support, query = _tiny("float64", dim=3, mlp=[4])
     lr = 1.0
     target = model.experts.weight_0
 
     def loss(first_order=False):
-        return dygraph_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)[0]
+        return meta_model.meta_loss(model, support, query, lr, first_order, dm.create_loss)[0]
 
     grads = {}
     for first_order in (False, True):
@@ -176,7 +172,6 @@ def test_second_order_gradient_matches_numerical_check():
 # ---- initialisation ------------------------------------------------------------------------------
 def _net(init):
     _, net, _ = _modules()
-    lookalike = importlib.import_module("models.common.datasets.lookalike")
     max_idxs = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 20000, 5000, 1000, 1000], [78, 137, 14, 39, 32, 3]]
     schema = lookalike.schema(Config({"hyper_parameters": {"max_idxs": max_idxs, "embed_dim": 64}}, "t.yaml"))
     paddle.seed(3)
@@ -226,6 +221,11 @@ def test_unknown_init_is_refused():
 
 
 # ---- readers -----------------------------------------------------------------------------------
+def _sampler(files, config):
+    """The task sampler over the Look-alike rows of ``files``, as the trainer builds it."""
+    return meta_model.TaskSampler(lookalike.RecDataset(files, config), config)
+
+
 def _write_npz(path, columns):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez(path, **columns)
@@ -233,13 +233,12 @@ def _write_npz(path, columns):
 
 def test_sampler_is_deterministic_and_handles_small_tasks(tmp_path):
     config, _ = _config("hyper_parameters.batch_size=16")
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
     rng = np.random.default_rng(0)
     small = _random_rows(rng, 5, max_idxs=config.get("hyper_parameters.max_idxs"), aid=7)
     bigs = [_random_rows(rng, 20, max_idxs=config.get("hyper_parameters.max_idxs"), aid=8 + i) for i in range(5)]
     _write_npz(str(tmp_path / "train.npz"), {k: np.concatenate([small[k]] + [b[k] for b in bigs]) for k in small})
     config.set("runner.data_cache_dir", str(tmp_path / "cache"))
-    dataset = reader.RecDataset([str(tmp_path / "train.npz")], config)
+    dataset = _sampler([str(tmp_path / "train.npz")], config)
     assert dataset.small_tasks == 1 and len(dataset) == math.ceil(105 / 16)
     items = [dataset[i] for i in range(len(dataset))]
     again = [dataset[i] for i in reversed(range(len(dataset)))][::-1]
@@ -271,9 +270,8 @@ def test_meta_batch_tasks_are_distinct_and_size_weighted(tmp_path):
     the tasks of a meta-batch are distinct, drawn successively with probability proportional to
     their rows among those not drawn yet."""
     config, _ = _config("hyper_parameters.batch_size=4", "hyper_parameters.task_count=3")
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
     sizes = [200, 100, 40, 20, 20, 20]
-    dataset = reader.RecDataset([_task_rows(tmp_path, config, sizes)], config)
+    dataset = _sampler([_task_rows(tmp_path, config, sizes)], config)
     firsts, counts = [], np.zeros(len(sizes))
     for epoch in range(25):
         dataset.set_epoch(epoch)
@@ -293,8 +291,7 @@ def test_meta_batch_tasks_are_distinct_and_size_weighted(tmp_path):
 
 def test_fewer_tasks_than_task_count_draws_with_replacement(tmp_path, capsys):
     config, _ = _config("hyper_parameters.batch_size=4", "hyper_parameters.task_count=5")
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
-    dataset = reader.RecDataset([_task_rows(tmp_path, config, [10, 10, 10])], config)
+    dataset = _sampler([_task_rows(tmp_path, config, [10, 10, 10])], config)
     assert not dataset.distinct_tasks and "drawn with replacement" in capsys.readouterr().out
     assert dataset[0]["support"]["aid"].shape == (5, 4)
 
@@ -306,8 +303,7 @@ def test_reader_accepts_published_pickle(shared_data, tmp_path):
     full = read_config(os.path.join(FOLDER, "config_bigdata.yaml")).get("hyper_parameters.max_idxs")
     config, _ = _config(f"runner.data_cache_dir={tmp_path}")
     config.set("hyper_parameters.max_idxs", full)
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
-    dataset = reader.RecDataset([path], config)
+    dataset = _sampler([path], config)
     frame = pd.read_pickle(path)
     rows = dataset.rows.take(np.arange(len(frame)))
     assert len(dataset.rows) == len(frame)
@@ -319,18 +315,16 @@ def test_reader_accepts_published_pickle(shared_data, tmp_path):
 
 def test_reader_rejects_ids_beyond_max_idxs(tmp_path):
     config, _ = _config(f"runner.data_cache_dir={tmp_path / 'cache'}")
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
     cols = _random_rows(np.random.default_rng(0), 4, max_idxs=config.get("hyper_parameters.max_idxs"))
     cols["kw1"][2, 0] = 10 ** 6
     _write_npz(str(tmp_path / "x.npz"), cols)
     with pytest.raises(DataFormatError, match=r"x.npz, row 2: kw1 has value 1000000 outside \[0, 2000\]"):
-        reader.RecDataset([str(tmp_path / "x.npz")], config)
+        _sampler([str(tmp_path / "x.npz")], config)
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "zero_rows"])
 def test_bad_npz_names_the_file(tmp_path, damage):
     config, _ = _config(f"runner.data_cache_dir={tmp_path / 'cache'}")
-    reader = load_module(os.path.join(FOLDER, "reader_train.py"))
     good = _random_rows(np.random.default_rng(0), 40, max_idxs=config.get("hyper_parameters.max_idxs"))
     _write_npz(str(tmp_path / "a.npz"), good)
     path = tmp_path / "b.npz"
@@ -341,21 +335,19 @@ def test_bad_npz_names_the_file(tmp_path, damage):
         path.write_bytes(path.read_bytes()[:500])
     else:
         _write_npz(str(path), {k: v[:0] for k, v in good.items()})
-        assert len(reader.RecDataset([str(tmp_path / "a.npz"), str(path)], config).rows) == 40  # 0 rows is fine
+        assert len(_sampler([str(tmp_path / "a.npz"), str(path)], config).rows) == 40  # 0 rows is fine
         return
     with pytest.raises(DataFormatError, match=f"{path}: not a readable .npz file"):
-        reader.RecDataset([str(tmp_path / "a.npz"), str(path)], config)
+        _sampler([str(tmp_path / "a.npz"), str(path)], config)
 
 
 # ---- infer_meta protocol -----------------------------------------------------------------------
 def _evaluator(config, dm):
-    infer_meta = load_module(os.path.join(FOLDER, "infer_meta.py"))
-    reader = load_module(os.path.join(FOLDER, "reader_infer.py"))
     paddle.seed(1)
     model = dm.create_model(config)
     hot = os.path.join(FOLDER, "data", "test_hot")
-    dataset = reader.RecDataset(sorted(os.path.join(hot, f) for f in os.listdir(hot)), config)
-    return infer_meta, infer_meta.TaskEvaluator(model, dm, config), dataset, model
+    dataset = meta_model.TestTasks(lookalike.RecDataset, hot, config, "runner.test_hot_data_dir")
+    return meta_model, meta_model.TaskEvaluator(model, dm, config), dataset, model
 
 
 def test_task_order_does_not_change_results():
@@ -382,7 +374,7 @@ def test_finetune_on_seed_rows_equals_dense_finetune():
     fast = evaluator.finetune_and_predict(task)
     evaluator.restore()
     # The plain loop on a copy of the model, with the evaluator's batch order.
-    lookalike, hp = importlib.import_module("models.common.datasets.lookalike"), lambda k: config.get(f"hyper_parameters.{k}")
+    hp = lambda k: config.get(f"hyper_parameters.{k}")
     reference = _modules()[1].MetaHeacLayer(lookalike.schema(config), lookalike.STATIC + lookalike.DYNAMIC, lookalike.AD,
                                             hp("mlp_dims"), hp("num_expert"), hp("num_output"),
                                             sparse=False)  # dense table gradient
@@ -438,5 +430,11 @@ def test_train_and_infer_meta_end_to_end(tmp_path):
     shutil.move(out, out + "1")
     second = run_tool("models/multitask/metaheac/infer_meta.py", *args, cwd=str(tmp_path))
     assert second.returncode == 0, second.stdout + second.stderr
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert json.load(f)["headline"] == head
+    shutil.move(out, out + "2")
+    # infer_meta.py is tools/infer.py, which evaluates a meta-learned model by fine-tune-then-test
+    third = run_tool("tools/infer.py", *args, cwd=str(tmp_path))
+    assert third.returncode == 0, third.stdout + third.stderr
     with open(os.path.join(out, "metrics.json")) as f:
         assert json.load(f)["headline"] == head

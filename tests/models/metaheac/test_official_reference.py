@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 
 from tests.conftest import REPO
+from models.common.meta_model import meta_loss
 from tools.utils.config import load_config
 from models.common.loading import load_module
 
@@ -68,7 +69,7 @@ def our_meta_step(first_order):
     weights = official_to_ours(ref, "init")
     assert set(weights) == set(model.state_dict())
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in weights.items()})
-    loss, _ = mh.meta_loss(model, half(ref, "support"), half(ref, "query"), LOCAL_LR, first_order, dm.create_loss)
+    loss, _ = meta_loss(model, half(ref, "support"), half(ref, "query"), LOCAL_LR, first_order, dm.create_loss)
     loss.backward()
     grads = {}
     for name, param in model.named_parameters():

@@ -36,7 +36,7 @@ def test_every_model_trains_in_every_mode(model, mode, tmp_path):
     history = train(ctx)
     assert history[1]["loss"] < history[0]["loss"]
     values = infer(context(model, tmp_path, f"hyper_parameters.mode={mode}", "runner.epochs=2", "runner.train_batch_size=256",
-                           "runner.infer_start_epoch=1", "runner.infer_end_epoch=2"))[1]
+                           "runner.infer_start_epoch=1", "runner.infer_end_epoch=2"))["epoch1"]
     for k in (10, 50, 100):
         assert 0.0 <= values[f"hit@{k}"] <= 1.0 and values[f"recall@{k}"] == values[f"hit@{k}"]
         assert values[f"ndcg@{k}"] <= values[f"hit@{k}"] and values[f"mrr@{k}"] <= values[f"ndcg@{k}"]
@@ -77,7 +77,7 @@ def test_train_then_infer_through_the_tools_beats_most_popular(model, tmp_path):
 @pytest.mark.parametrize("model", ["dssm", "youtube_dnn"])
 def test_exported_embeddings_reproduce_the_model_scores(model, tmp_path):
     from tools.utils.checkpoint import load_checkpoint
-    from tools.utils.data import create_dataset
+    from models.common.data.loader import create_dataset
     from models.common.loading import load_reader
 
     ctx = context(model, tmp_path, "runner.epochs=1", "runner.infer_start_epoch=0", "runner.infer_end_epoch=1",
@@ -105,7 +105,7 @@ def test_temperature_changes_the_loss(model, tmp_path):
         dm = ctx.dygraph_model
         paddle.seed(1)
         net = dm.create_model(ctx.config)
-        from tools.utils.data import create_dataset
+        from models.common.data.loader import create_dataset
         from models.common.loading import load_reader
         dataset = create_dataset(load_reader(ctx.config, "train"), ctx.config, "train")
         batch = {k: paddle.to_tensor(np.ascontiguousarray(v)) for k, v in dataset.take(np.arange(64)).items()}
@@ -121,7 +121,7 @@ def test_same_seed_same_parameters_and_metrics(tmp_path):
         ctx = context("youtube_sbc", tmp_path / run, "runner.epochs=1", "runner.infer_start_epoch=0",
                       "runner.infer_end_epoch=1")
         history = train(ctx)
-        values = infer(ctx)[0]
+        values = infer(ctx)["epoch0"]
         state = paddle.load(str(tmp_path / run / "ckpt" / "0" / "rec.pdparams"))
         results.append((history[0]["loss"], values, {k: v.numpy() for k, v in state.items()}))
     assert results[0][0] == results[1][0] and results[0][1] == results[1][1]
@@ -210,7 +210,7 @@ def test_ml1m_layout_end_to_end(shared_data, tmp_path):
     d = tmp_path / "data"
     ctx = context("youtube_sbc", tmp_path, f"runner.test_data_dir={d / 'test'}",
                   f"hyper_parameters.dataset_info_path={d / 'dataset.json'}")
-    from tools.utils.data import create_dataset
+    from models.common.data.loader import create_dataset
     from models.common.loading import load_reader
 
     dataset = create_dataset(load_reader(ctx.config, "infer"), ctx.config, "infer")  # every row checked

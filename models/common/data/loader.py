@@ -1,4 +1,4 @@
-"""Building data loaders from a model's RecDataset: batching, shuffling and sharding.
+"""Data loaders over a model's RecDataset: batching, shuffling and sharding.
 
 A reader whose dataset has ``take(indices)`` (see models.common.data.ArrayDataset) gets whole
 batches fetched by one fancy-index operation; the loader then only moves ready batches. Batches
@@ -10,7 +10,7 @@ import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
 from models.common.data import list_data_files
-from tools.utils.config import ConfigError
+from models.common.spec import ConfigError
 
 
 def _ceil_div(a, b):
@@ -147,16 +147,20 @@ class _InProcessLoader:
     def __iter__(self):
         for index in range(len(self.items)):
             item = self.items[index]
-            yield _to_tensors(self.collate(item) if self.collate else item)
+            yield to_tensors(self.collate(item) if self.collate else item)
 
 
-def _to_tensors(data):
+def to_tensors(data, rows=None):
+    """Arrays -> paddle tensors, inside lists and dicts too (anything else stays as it is);
+    ``rows`` first takes those rows of every array of the dict ``data``."""
+    if rows is not None:
+        data = {k: v[rows] for k, v in data.items()}
     if isinstance(data, np.ndarray):
         return paddle.to_tensor(np.require(data, requirements="C"))  # views of a batch block are strided
     if isinstance(data, (list, tuple)):
-        return [_to_tensors(d) for d in data]
+        return [to_tensors(d) for d in data]
     if isinstance(data, dict):
-        return {k: _to_tensors(v) for k, v in data.items()}
+        return {k: to_tensors(v) for k, v in data.items()}
     return data
 
 
