@@ -37,8 +37,6 @@ OPTIMIZER_SPEC = {
 }
 LEARNING_RATE = Param(float, above=0, default=0.001, help="the optimizer's learning rate")
 SPARSE_GRADIENTS = "hyper_parameters.sparse_gradients"
-SPARSE_GRADIENTS_SPEC = {SPARSE_GRADIENTS: Param(bool, default=False, help="row-sparse embedding gradients (faster; "
-                                                                           "one process only)")}
 
 
 def check_optimizer_config(config):
@@ -70,6 +68,15 @@ def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning
 def unwrap(model):
     """The network itself, also when paddle.DataParallel wraps it."""
     return getattr(model, "_layers", model)
+
+
+class SparseGradients:
+    """For models whose embedding tables can take row-sparse gradients (class DygraphModel(
+    SparseGradients, BaseDygraphModel)): the key, and data parallel needs it false (DataParallel
+    all-reduces dense gradients)."""
+    config_spec = {SPARSE_GRADIENTS: Param(bool, default=False, help="row-sparse embedding gradients (faster; one "
+                                                                     "process only)")}
+    data_parallel_requires = {SPARSE_GRADIENTS: False}
 
 
 class BaseDygraphModel:

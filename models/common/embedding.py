@@ -13,6 +13,11 @@ def _normal(std, truncated=False):
     return paddle.ParamAttr(initializer=init)
 
 
+def length_mask(lengths, max_len, dtype):
+    """[..., max_len]: 1 where the position is below the length (``lengths`` [...]), else 0."""
+    return (paddle.arange(max_len, dtype=lengths.dtype) < lengths.unsqueeze(-1)).astype(dtype)
+
+
 class DenseEmbedding(nn.Layer):
     """Each dense field i gets a learned vector v_i, scaled by the field's value:
     values [batch, fields] -> [batch, fields, dim]. With dim=1 this is a per-field linear weight."""
@@ -141,15 +146,8 @@ class FeatureEmbedding(nn.Layer):
             return emb
         batch_size, num_seq = emb.shape[0], len(self.sequence_features)
         padded = emb[:, num_sparse:].reshape([batch_size, num_seq, self.max_len, self.dim])
-        lengths = paddle.stack([batch[f.length_name].reshape([-1]) for f in self.sequence_features], axis=1)
-        positions = paddle.arange(self.max_len, dtype=lengths.dtype).reshape([1, 1, -1])
-        mask = (positions < lengths.unsqueeze(-1)).astype(emb.dtype)  # [B, S, L]
-        summed = paddle.sum(padded * mask.unsqueeze(-1), axis=2)
-        divisor = paddle.clip(paddle.sum(mask, axis=2, keepdim=True), min=1.0)  # empty list -> 0
-        if any(self.pooling_sum):
-            keep = paddle.to_tensor(np.array(self.pooling_sum).reshape([1, -1, 1]))
-            divisor = paddle.where(keep, paddle.ones_like(divisor), divisor)
-        pooled = summed / divisor
+        mask, divisor = self._sequence_mask(batch, emb.dtype)
+        pooled = paddle.sum(padded * mask.unsqueeze(-1), axis=2) / divisor
         return pooled if not num_sparse else paddle.concat([emb[:, :num_sparse], pooled], axis=1)
 
     def select(self, fields, names):
@@ -169,14 +167,20 @@ class FeatureEmbedding(nn.Layer):
         ``pool``'s pooled part - without ``pool``'s slices of [B, W, dim], whose (double) gradients
         are slow on CPU."""
         with paddle.no_grad():
-            lengths = paddle.stack([batch[f.length_name].reshape([-1]) for f in self.sequence_features], axis=1)
-            positions = paddle.arange(self.max_len, dtype=lengths.dtype).reshape([1, 1, -1])
-            mask = (positions < lengths.unsqueeze(-1)).astype(self.table.weight.dtype)  # [B, S, L]
-            divisor = paddle.clip(paddle.sum(mask, axis=2, keepdim=True), min=1.0)
-            if any(self.pooling_sum):
-                keep = paddle.to_tensor(np.array(self.pooling_sum).reshape([1, -1, 1]))
-                divisor = paddle.where(keep, paddle.ones_like(divisor), divisor)
+            mask, divisor = self._sequence_mask(batch, self.table.weight.dtype)
             return mask / divisor
+
+    def _sequence_mask(self, batch, dtype):
+        """-> (mask [B, S, max_len]: 1 on each sequence's first ``<name>_length`` columns, divisor
+        [B, S, 1]: what its masked sum is divided by - the length, at least 1 (an empty sequence
+        pools to 0), for mean pooling; 1 for sum pooling)."""
+        lengths = paddle.stack([batch[f.length_name].reshape([-1]) for f in self.sequence_features], axis=1)
+        mask = length_mask(lengths, self.max_len, dtype)
+        divisor = paddle.clip(paddle.sum(mask, axis=2, keepdim=True), min=1.0)
+        if any(self.pooling_sum):
+            keep = paddle.to_tensor(np.array(self.pooling_sum).reshape([1, -1, 1]))
+            divisor = paddle.where(keep, paddle.ones_like(divisor), divisor)
+        return mask, divisor
 
     def sparse_columns(self, names):
         """Columns of ``global_ids`` holding the sparse (single-id) features ``names``."""
@@ -198,8 +202,7 @@ class FeatureEmbedding(nn.Layer):
             if not hasattr(feature, "max_len"):
                 fields.append(piece)
                 continue
-            length = batch[feature.length_name].reshape([-1, 1])
-            mask = (paddle.arange(piece.shape[1], dtype=length.dtype).reshape([1, -1]) < length).astype(piece.dtype)
+            mask = length_mask(batch[feature.length_name].reshape([-1]), piece.shape[1], piece.dtype)  # [B, L]
             pooled = paddle.sum(piece * mask.unsqueeze(-1), axis=1, keepdim=True)
             if feature.pooling == "mean":  # an empty sequence pools to 0
                 pooled = pooled / paddle.clip(mask.sum(axis=1), min=1.0).reshape([-1, 1, 1])

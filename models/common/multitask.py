@@ -160,6 +160,7 @@ class MultiTaskModel(BaseDygraphModel):
         super().check_config(config)
         self.tasks = self.tasks_of(config)
         task_labels(self.tasks)
+        check_task_labels(self.tasks, self.schema(config))
 
     @property
     def label_names(self):

@@ -5,14 +5,13 @@ logloss(pCTCVR, purchase). Metrics: ``auc_ctr`` (all impressions), ``auc_ctcvr``
 impressions) and ``auc_cvr`` - pCVR against purchase on the clicked impressions only, as the
 paper evaluates CVR; logloss of CTR and CTCVR when evaluating. Training logs and infer use the
 same metric code on the same network outputs."""
-from models.common.datasets import aliccp
-from models.common.base_model import SPARSE_GRADIENTS, SPARSE_GRADIENTS_SPEC
+from models.common.base_model import SPARSE_GRADIENTS, SparseGradients
 from models.common.multitask import TASKS, MetricSpec, MultiTaskModel, Task
 from models.common.spec import Param, SpecError, positive_ints
 from .net import ESMMLayer
 
 
-class DygraphModel(MultiTaskModel):
+class DygraphModel(SparseGradients, MultiTaskModel):
     config_spec = {
         TASKS: Param(list, required=False, help="not settable: ESMM's tasks are fixed (ctr on click, ctcvr on "
                                                 "purchase)"),
@@ -23,9 +22,7 @@ class DygraphModel(MultiTaskModel):
                                                help="loss weight of logloss(pCTCVR, purchase)"),
         "hyper_parameters.embedding_init_std": Param(float, above=0, required=False,
                                                      help="std of the normal embedding init (default 1/sqrt(dim))"),
-        **SPARSE_GRADIENTS_SPEC,
     }
-    data_parallel_requires = {SPARSE_GRADIENTS: False}
 
     def tasks_of(self, config):
         if config.get(TASKS) is not None:
@@ -33,10 +30,6 @@ class DygraphModel(MultiTaskModel):
                             "set their loss weights with hyper_parameters.weight_ctr / weight_ctcvr")
         return [Task("ctr", "click", "binary", config.get("hyper_parameters.weight_ctr")),
                 Task("ctcvr", "purchase", "binary", config.get("hyper_parameters.weight_ctcvr"))]
-
-    def check_config(self, config):
-        super().check_config(config)
-        aliccp.check_max_len(config)
 
     def metric_specs(self, tasks, mode):
         specs = super().metric_specs(tasks, mode)

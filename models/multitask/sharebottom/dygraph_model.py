@@ -1,23 +1,17 @@
 """Share-Bottom wrapper for the shared runners: the same tasks, losses and metrics as MMoE
 (``hyper_parameters.tasks``; ``auc_<task>`` / ``rmse_<task>``), a shared bottom MLP instead of
 the experts. The data set is the one the config's reader names (census or aliccp)."""
-from models.common.base_model import SPARSE_GRADIENTS, SPARSE_GRADIENTS_SPEC
-from models.common.multitask import MultiTaskModel, check_task_labels
+from models.common.base_model import SPARSE_GRADIENTS, SparseGradients
+from models.common.multitask import MultiTaskModel
 from models.common.spec import positive_ints
 from .net import ShareBottomLayer
 
 
-class DygraphModel(MultiTaskModel):
+class DygraphModel(SparseGradients, MultiTaskModel):
     config_spec = {
         "hyper_parameters.bottom_sizes": positive_ints(help="the shared bottom MLP's ReLU layer sizes"),
         "hyper_parameters.tower_sizes": positive_ints(help="each task tower's ReLU layer sizes (then one output)"),
-        **SPARSE_GRADIENTS_SPEC,
     }
-    data_parallel_requires = {SPARSE_GRADIENTS: False}
-
-    def check_config(self, config):
-        super().check_config(config)
-        check_task_labels(self.tasks, self.schema(config))
 
     def create_model(self, config):
         return ShareBottomLayer(self.schema(config), self.tasks_of(config),

@@ -1,18 +1,16 @@
 """DeepFM wrapper for the shared runners (PaddleRec method names; defaults from the base class:
 BCE loss, Adam, running AUC in training logs, exact AUC + logloss for evaluation)."""
-from models.common.base_model import SPARSE_GRADIENTS, SPARSE_GRADIENTS_SPEC, BaseDygraphModel
+from models.common.base_model import SPARSE_GRADIENTS, BaseDygraphModel, SparseGradients
 from models.common.spec import positive_ints
 
 from .net import DeepFMLayer
 
 
-class DygraphModel(BaseDygraphModel):
+class DygraphModel(SparseGradients, BaseDygraphModel):
     config_spec = {
         "hyper_parameters.fc_sizes": positive_ints(help="the DNN's ReLU layer sizes (a linear output unit follows)"),
-        **SPARSE_GRADIENTS_SPEC,
     }
     label_names = ("click",)
-    data_parallel_requires = {SPARSE_GRADIENTS: False}  # DataParallel all-reduces dense gradients
 
     def create_model(self, config):
         return DeepFMLayer(self.schema(config), config.get("hyper_parameters.fc_sizes"),
