@@ -80,8 +80,9 @@ class SparseGradients:
 
 
 class BaseDygraphModel:
-    # Names of the label columns, used for the per-sample prediction CSV.
-    label_names = ("label",)
+    # Names of the label columns (the first is the one the default loss reads). None: the data set's
+    # labels (its schema's Label features), read when the config is checked.
+    label_names = None
     # Declared config keys {dotted key: Param}, merged over the class hierarchy with the optimizer
     # keys and the reader's (see ``full_config_spec``); checked before any work, settable with -o.
     config_spec = {}
@@ -127,6 +128,8 @@ class BaseDygraphModel:
     def check_config(self, config):
         """Rules across keys that a per-key spec cannot say; raise SpecError naming a key."""
         check_optimizer_config(config)
+        if type(self).label_names is None:  # (multi-task models name theirs by their tasks)
+            self.label_names = tuple(f.name for f in self.schema(config).labels)
 
     def schema(self, config):
         """The declared features of the data the config's reader names (runner.train_reader_path)."""

@@ -7,6 +7,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from models.common.features import DenseFeature, SequenceFeature, SparseFeature
+
 
 def _normal(std, truncated=False):
     init = nn.initializer.TruncatedNormal(std=std) if truncated else nn.initializer.Normal(std=std)
@@ -50,8 +52,6 @@ class FeatureEmbedding(nn.Layer):
 
     def __init__(self, features, dim=None, sparse=False, init=("normal", None)):
         super().__init__()
-        from models.common.features import SequenceFeature, SparseFeature
-
         self.sparse_features = [f for f in features if isinstance(f, SparseFeature) and not isinstance(f, SequenceFeature)]
         self.sequence_features = [f for f in features if isinstance(f, SequenceFeature)]
         embedded = self.sparse_features + self.sequence_features
@@ -260,3 +260,31 @@ class BagEmbedding(FeatureEmbedding):
             divisor = paddle.clip(lengths.astype(pooled.dtype).unsqueeze(-1), min=1.0)
             pooled = paddle.where(keep, pooled / divisor, pooled)
         return pooled
+
+
+class FlatFeatures(nn.Layer):
+    """All input features of a schema as one vector per row: the sparse and sequence features
+    embedded (one fused table, sequences pooled) and flattened, then the dense features as they
+    are. [B, fields * dim + dense width]; labels are never read. Single-id fields only (Criteo)
+    are plain lookups; with sequences (Ali-CCP's bags of very different lengths) a BagEmbedding
+    pools only the ids a row has."""
+
+    def __init__(self, schema, sparse=False, init=("normal", None)):
+        super().__init__()
+        embedded = schema.of_kind(SparseFeature)
+        table = BagEmbedding if schema.of_kind(SequenceFeature) else FeatureEmbedding
+        self.embedding = table(embedded, sparse=sparse, init=init) if embedded else None
+        self.dense_names = [f.name for f in schema.of_kind(DenseFeature)]
+        self.output_dim = (len(embedded) * self.embedding.dim if embedded else 0) \
+            + sum(schema[n].dim for n in self.dense_names)
+        if self.output_dim == 0:
+            raise ValueError("the schema declares no input feature")
+
+    def forward(self, batch):
+        parts = []
+        if self.embedding is not None:
+            parts.append(self.embedding(batch).flatten(start_axis=1))
+        for name in self.dense_names:
+            value = batch[name]
+            parts.append(value.reshape([value.shape[0], -1]).astype("float32"))
+        return parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)

@@ -204,3 +204,28 @@ class DeepFMHead(nn.Layer):
         if first_order is not None:
             logit = logit + FMInteraction.first_order(first_order)
         return logit + self.bias
+
+
+class CrossNetV2(nn.Layer):
+    """DCN-v2's cross network (Wang et al., WWW 2021, Eq. 1), ``num_layers`` layers over x0 [B, d]:
+
+        x_{l+1} = x0 * (x_l W_l + b_l) + x_l        W_l: a full [d, d] matrix, b_l [d]
+
+    (paddle's [in, out] layout: x W is the paper's W x). Layer l makes the polynomial degree l + 2
+    and keeps the lower ones through the residual. W_l starts He-normal and b_l at zero, as the paper."""
+
+    def __init__(self, input_dim, num_layers):
+        super().__init__()
+        self.output_dim = input_dim
+        for layer in range(num_layers):
+            setattr(self, f"weight_{layer}", self.create_parameter(
+                [input_dim, input_dim], default_initializer=nn.initializer.KaimingNormal(fan_in=input_dim)))
+            setattr(self, f"bias_{layer}", self.create_parameter(
+                [input_dim], is_bias=True, default_initializer=nn.initializer.Constant(0.0)))
+        self.num_layers = num_layers
+
+    def forward(self, x0):
+        x = x0
+        for layer in range(self.num_layers):
+            x = x0 * add_bias(paddle.matmul(x, getattr(self, f"weight_{layer}")), getattr(self, f"bias_{layer}")) + x
+        return x

@@ -22,8 +22,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from models.common.base_model import BaseDygraphModel
-from models.common.embedding import BagEmbedding
-from models.common.features import DenseFeature, Label, SparseFeature
+from models.common.features import Label
 from models.common.layers import MLP, ExpertBank
 from models.common.metrics import AUC, LogLoss, RunningAUC, to_numpy
 from models.common.spec import Param, SpecError
@@ -218,31 +217,6 @@ class MultiTaskModel(BaseDygraphModel):
 
 
 # ---- network pieces ---------------------------------------------------------------------------------
-class FlatFeatures(nn.Layer):
-    """All input features of a schema as one vector per row: the sparse and sequence features
-    embedded (one fused table, sequences pooled) and flattened, then the dense features.
-    [B, fields * dim + dense width]; labels are never read."""
-
-    def __init__(self, schema, sparse=False, init=("normal", None)):
-        super().__init__()
-        embedded = schema.of_kind(SparseFeature)
-        self.embedding = BagEmbedding(embedded, sparse=sparse, init=init) if embedded else None
-        self.dense_names = [f.name for f in schema.of_kind(DenseFeature)]
-        self.output_dim = (len(embedded) * self.embedding.dim if embedded else 0) \
-            + sum(schema[n].dim for n in self.dense_names)
-        if self.output_dim == 0:
-            raise ValueError("the schema declares no input feature")
-
-    def forward(self, batch):
-        parts = []
-        if self.embedding is not None:
-            parts.append(self.embedding(batch).flatten(start_axis=1))
-        for name in self.dense_names:
-            value = batch[name]
-            parts.append(value.reshape([value.shape[0], -1]).astype("float32"))
-        return parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)
-
-
 class MixtureOfExperts(nn.Layer):
     """MMoE's shared part: ``num_expert`` expert MLPs and one softmax gate per task.
     x [B, in] -> list of ``num_gate`` tensors [B, expert output], gate k's weighted sum of experts."""

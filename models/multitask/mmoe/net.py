@@ -1,7 +1,7 @@
 """MMoE (Ma et al., KDD 2018): Multi-gate Mixture-of-Experts.
 
     x        = input features (dense columns as they are; sparse/sequence fields embedded, pooled
-               and flattened - models.common.multitask.FlatFeatures)
+               and flattened - models.common.embedding.FlatFeatures)
     f_k(x)   = sum_i softmax(W_k x)_i * expert_i(x)       one softmax gate per task k
     y_k      = tower_k(f_k(x))   (sigmoid for a binary task, none for a regression task)
 
@@ -12,7 +12,8 @@ could never differ; see readme).
 """
 import paddle.nn as nn
 
-from models.common.multitask import FlatFeatures, MixtureOfExperts, Towers
+from models.common.embedding import FlatFeatures
+from models.common.multitask import MixtureOfExperts, Towers
 
 
 class MMoELayer(nn.Layer):

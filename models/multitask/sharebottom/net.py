@@ -9,7 +9,8 @@ two differ only in the shared part.
 import paddle.nn as nn
 
 from models.common.layers import MLP
-from models.common.multitask import FlatFeatures, Towers
+from models.common.embedding import FlatFeatures
+from models.common.multitask import Towers
 
 
 class ShareBottomLayer(nn.Layer):

@@ -10,7 +10,6 @@ class DygraphModel(SparseGradients, BaseDygraphModel):
     config_spec = {
         "hyper_parameters.fc_sizes": positive_ints(help="the DNN's ReLU layer sizes (a linear output unit follows)"),
     }
-    label_names = ("click",)
 
     def create_model(self, config):
         return DeepFMLayer(self.schema(config), config.get("hyper_parameters.fc_sizes"),

@@ -26,7 +26,6 @@ class DygraphModel(BaseDygraphModel):
                                              "sigmoid(cos(u, i) / T)"),
         "hyper_parameters.temperature": Param(float, above=0, default=1.0, help="T of the dot and cosine scores"),
     }
-    label_names = ("label",)
 
     def create_model(self, config):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
