@@ -18,6 +18,8 @@ import importlib.util
 import os
 import sys
 
+from models.common.spec import ConfigError
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATASETS = os.path.join(REPO_ROOT, "models", "common", "datasets")
 READER_KEYS = {"train": "runner.train_reader_path", "infer": "runner.infer_reader_path"}
@@ -52,7 +54,7 @@ def load_dygraph_model(config_path):
     """The ``DygraphModel`` class of the model folder holding ``config_path``."""
     module = load_module(os.path.join(os.path.dirname(os.path.abspath(config_path)), "dygraph_model.py"))
     if not hasattr(module, "DygraphModel"):
-        raise AttributeError(f"{module.__file__} does not define class DygraphModel")
+        raise ConfigError(f"{module.__file__} does not define class DygraphModel")
     return module.DygraphModel
 
 
@@ -66,11 +68,15 @@ def data_sets():
     return sorted(name[:-3] for name in os.listdir(DATASETS) if name.endswith(".py") and not name.startswith("_"))
 
 
-def reader_module(config, mode="train"):
-    """The module named by the reader key of ``mode`` (the infer key falls back to the train one)."""
+def reader_key(config, mode="train"):
+    """The key naming the reader of ``mode``: runner.infer_reader_path falls back to the train one."""
     key = READER_KEYS["train" if mode == "train" else "infer"]
-    if not config.get(key):
-        key = READER_KEYS["train"]
+    return key if config.get(key) else READER_KEYS["train"]
+
+
+def reader_module(config, mode="train"):
+    """The module the reader key of ``mode`` names."""
+    key = reader_key(config, mode)
     value = config.get(key)
     if not value:
         raise FileNotFoundError(f"{key}: no reader is configured")
@@ -88,12 +94,11 @@ def reader_module(config, mode="train"):
                             f"exist) nor a data set of models/common/datasets ({', '.join(data_sets())})")
 
 
-def load_reader(config, mode):
-    """The ``RecDataset`` class of the reader ``runner.<mode>_reader_path`` names."""
+def load_reader(config, mode="train"):
+    """The ``RecDataset`` class of the reader the config names for ``mode``."""
     module = reader_module(config, mode)
     if not hasattr(module, "RecDataset"):
-        raise AttributeError(f"{READER_KEYS['train' if mode == 'train' else 'infer']}: {module.__file__} "
-                             f"does not define class RecDataset")
+        raise ConfigError(f"{reader_key(config, mode)}: {module.__file__} does not define class RecDataset")
     return module.RecDataset
 
 
@@ -101,6 +106,6 @@ def reader_schema(config, mode="train"):
     """The declared features of the reader ``mode`` names (its ``RecDataset.schema(config)``)."""
     reader = load_reader(config, mode)
     if not hasattr(reader, "schema"):
-        raise AttributeError(f"{READER_KEYS['train' if mode == 'train' else 'infer']}: {reader.__module__}."
-                             f"{reader.__name__} declares no schema(config)")
+        raise ConfigError(f"{reader_key(config, mode)}: {reader.__module__}.{reader.__name__} declares no "
+                          f"schema(config)")
     return reader.schema(config)
