@@ -9,6 +9,7 @@ import pytest
 from models.common.data import DataFormatError
 from tests.conftest import model_config, DEEPFM_CONFIG, write_criteo_like
 from models.common.loading import load_dygraph_model
+from tools.utils.runtime import load_model
 
 FOLDER = os.path.dirname(DEEPFM_CONFIG)
 
@@ -50,8 +51,8 @@ def test_forward_is_sigmoid_of_first_order_fm_and_dnn():
 def test_learns_a_simple_rule(tmp_path):
     paddle.seed(1)
     write_criteo_like(tmp_path, 512, seed=5)
-    config = small_config("hyper_parameters.optimizer.learning_rate=0.01")
-    dm = load_dygraph_model(DEEPFM_CONFIG)()
+    config, dm = load_model(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000", "hyper_parameters.fc_sizes=[16,8]",
+                                            "hyper_parameters.optimizer.learning_rate=0.01"])
     model = dm.create_model(config)
     optimizer = dm.create_optimizer(model, config)
     dataset = importlib.import_module("models.common.datasets.criteo").RecDataset([str(tmp_path / "part-0.txt")], config)
