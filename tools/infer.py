@@ -14,6 +14,7 @@ The folder and epochs evaluated are logged first; the output folder is checked t
 before any work; checkpoints are loaded strictly (a parameter that does not fit is an error).
 """
 import argparse
+import math
 import os
 import sys
 
@@ -23,10 +24,10 @@ import tools.utils  # noqa: E402
 
 tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 
-from models.common.artifacts import write_json  # noqa: E402
+from models.common.artifacts import Artifact, read_manifest, write_json  # noqa: E402
 from models.common.evaluation import numbers  # noqa: E402
-from tools.utils.checkpoint import (best_epoch, check_writable, complete_epochs, config_differences,  # noqa: E402
-                                    load_checkpoint, read_run)
+from tools.utils.checkpoint import (CheckpointError, best_epoch, check_writable, complete_epochs,  # noqa: E402
+                                    config_differences, data_differences, load_checkpoint, read_run, side_files)
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, Context, add_config_arguments, seed_everything, setup  # noqa: E402
 
@@ -49,11 +50,12 @@ def epochs_to_evaluate(config):
     return load_path, list(range(start, end))
 
 
-def prepare_evaluation(config, log, default_output):
+def prepare_evaluation(config, spec, log, default_output):
     """What every evaluation does before work: pick the folder and epochs, check the output
-    folder is writable, log both (and any difference between the training run's model config and
-    this one). -> (load_path, epochs, output_dir); output_dir defaults to
-    <load_path>/<default_output>."""
+    folder is writable, log both and any difference between the training run's model config and
+    this one (a ConfigError for a key ``spec`` declares ``scoring``: the model would score with
+    another function than it was trained with). -> (load_path, epochs, output_dir); output_dir
+    defaults to <load_path>/<default_output>."""
     load_path, epochs = epochs_to_evaluate(config)
     output_dir = config.get("runner.infer_output_path") or os.path.join(load_path, default_output)
     check_writable(output_dir, "runner.infer_output_path")
@@ -62,14 +64,17 @@ def prepare_evaluation(config, log, default_output):
         source += f"; runner.model_save_path is {config.get('runner.model_save_path')}"
     log(f"evaluating epoch(s) {epochs} of {load_path} ({source}); output to {output_dir}")
     run = read_run(load_path)
-    for difference in (config_differences(run, config) if run else []):
-        log(f"note: {difference}")
+    for key, difference in (config_differences(run, config) if run else {}).items():
+        if key in spec and spec[key].scoring:
+            raise ConfigError(f"{key}: {difference}; the model's scores depend on it, so evaluate with the value "
+                              f"it was trained with (-o {key}=...)")
+        log(f"note: {key}: {difference}")
     return load_path, epochs, output_dir
 
 
 def seed_models(ctx, seeds, output_dir):
     """[(("seed", s), config, folder, epoch)] of ``seeds`` models trained with seeds runner.seed, +1, ...
-    into <output_dir>/seed<s>/base (tools/trainer.py's train)."""
+    into <output_dir>/seed<s>/base (tools/trainer.py's train; ``output_dir``: the staging folder)."""
     from tools.trainer import train
 
     runs, first = [], ctx.config.get("runner.seed")
@@ -83,33 +88,60 @@ def seed_models(ctx, seeds, output_dir):
     return runs
 
 
+def check_data(evaluation, config, load_path):
+    """The data the evaluation read and the side files the config names are the ones the model
+    was trained on (run.json); else a CheckpointError naming the key."""
+    run = read_run(load_path)
+    if run:
+        problems = data_differences(run, evaluation.opened, side_files(evaluation.dm.full_config_spec(config), config))
+        if problems:
+            raise CheckpointError(f"{load_path} was trained on other data: {'; '.join(problems)}")
+
+
+def replaceable(output_dir, evaluation, config):
+    """Whether the evaluation may replace what ``output_dir`` holds: its own earlier output (the
+    manifest says so), or anything with runner.overwrite."""
+    manifest = read_manifest(output_dir) if os.path.isdir(output_dir) else None
+    return bool(manifest and str(manifest.get("kind", "")).startswith(f"{evaluation.name} of ")) \
+        or config.get("runner.overwrite")
+
+
 def infer(ctx, seeds=1):
-    """Evaluate the configured epochs (or ``seeds`` freshly trained models); -> {label: results}."""
+    """Evaluate the configured epochs (or ``seeds`` freshly trained models); -> {label: results}.
+    Everything goes to the output folder as a whole (a staging folder renamed into place with a
+    manifest): no output mixes two evaluations."""
     config, dm = ctx.config, ctx.dygraph_model
     evaluation = dm.create_evaluation(config, ctx.log)
     if seeds == 1:
-        load_path, epochs, output_dir = prepare_evaluation(config, ctx.log, evaluation.name)
-        runs = [(("epoch", epoch), config, load_path, epoch) for epoch in epochs]
+        load_path, epochs, output_dir = prepare_evaluation(config, dm.full_config_spec(config), ctx.log, evaluation.name)
+        check_data(evaluation, config, load_path)
     else:
         load_path = None
         output_dir = config.get("runner.infer_output_path") or os.path.join(
             config.get("runner.model_save_path"), f"{evaluation.name}_seeds{seeds}")
         check_writable(output_dir, "runner.infer_output_path")
         ctx.log(f"{seeds} seeds from {config.get('runner.seed')}: each trains its model into {output_dir}/seed<s>/base")
-        runs = seed_models(ctx, seeds, output_dir)
-    results, entries = {}, []
-    for (kind, number), run_config, folder, epoch in runs:
-        label = f"{kind}{number}"  # epoch3, seed2019: names the run's output files
-        seed_everything(run_config.get("runner.seed"))
-        model = dm.create_model(run_config)
-        load_checkpoint(folder, epoch, model)
-        results[label] = evaluation.evaluate(model, run_config, label, output_dir)
-        entries.append({kind: number, **results[label]})
-        ctx.log(f"infer {kind}: {number}, " + ", ".join(f"{k}: {v:.6f}" for k, v in numbers(results[label]).items()))
-    headline = evaluation.finish(results, output_dir)
-    write_json(os.path.join(output_dir, "metrics.json"), {"config": config.path, "load_path": load_path,
-                                                          evaluation.name: entries, "headline": headline})
-    ctx.log(f"wrote {os.path.join(output_dir, 'metrics.json')}")
+    with Artifact(output_dir, f"{evaluation.name} of {dm.model_name()}", replace=replaceable(output_dir, evaluation, config),
+                  replace_hint="-o runner.overwrite=true", checkpoints=load_path) as out:
+        runs = [(("epoch", e), config, load_path, e) for e in epochs] if seeds == 1 else seed_models(ctx, seeds, out.path)
+        results, entries = {}, []
+        for (kind, number), run_config, folder, epoch in runs:
+            label = f"{kind}{number}"  # epoch3, seed2019: names the run's output files
+            seed_everything(run_config.get("runner.seed"))
+            model = dm.create_model(run_config)
+            load_checkpoint(folder, epoch, model)
+            results[label] = evaluation.evaluate(model, run_config, label, out.path)
+            entries.append({kind: number, **results[label]})
+            values = numbers(results[label])
+            ctx.log(f"infer {kind}: {number}, " + ", ".join(f"{k}: {v:.6f}" for k, v in values.items()))
+            undefined = [k for k, v in values.items() if isinstance(v, float) and math.isnan(v)]
+            if undefined:
+                ctx.log(f"note: {', '.join(undefined)} undefined on this data (nan; null in metrics.json): an AUC "
+                        f"needs both labels among the rows it is computed on")
+        headline = evaluation.finish(results, out.path)
+        write_json(os.path.join(out.path, "metrics.json"), {"config": config.path, "load_path": load_path,
+                                                            evaluation.name: entries, "headline": headline})
+    ctx.log(f"wrote {output_dir} (metrics.json and the evaluation's files)")
     return results
 
 

@@ -12,13 +12,15 @@ tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__in
 import paddle  # noqa: E402
 
 from models.common.data import RowRange, list_data_files  # noqa: E402
-from tools.utils.checkpoint import (BEST, load_checkpoint, prepare_save_path, save_checkpoint, write_json,  # noqa: E402
-                                    write_run)
+from tools.utils.checkpoint import (BEST, CheckpointError, data_differences, load_checkpoint,  # noqa: E402
+                                    prepare_save_path, read_run, save_checkpoint, side_files, write_json, write_run)
 from tools.utils.config import ConfigError  # noqa: E402
 from models.common.data.loader import create_dataset, create_loader  # noqa: E402
 from models.common.loading import load_reader  # noqa: E402
+from models.common.artifacts import FolderLock  # noqa: E402
 from models.common.base_model import unwrap  # noqa: E402
 from models.common.evaluation import evaluate  # noqa: E402
+from models.common.metrics import merge_metrics  # noqa: E402
 from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
@@ -29,8 +31,29 @@ def _format(values):
     return ", ".join(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}" for k, v in values.items())
 
 
+def gather_epoch(ctx, loss_sum, seen, metrics):
+    """(loss sum, rows) of all ranks; ``metrics`` become the merge of all ranks' (summed in rank
+    order, so that every rank ends with the same values)."""
+    gathered = []
+    paddle.distributed.all_gather_object(gathered, (loss_sum, seen, metrics))
+    for metric in metrics:
+        metric.reset()
+    merge_metrics(metrics, [m for _, _, m in gathered])
+    return sum(g[0] for g in gathered), sum(g[1] for g in gathered)
+
+
 def train(ctx):
-    """Run the configured epochs; return the per-epoch summaries (also in metrics.json)."""
+    """Run the configured epochs; return the per-epoch summaries (also in metrics.json). The main
+    process holds the lock of runner.model_save_path meanwhile: a second run into it stops at once."""
+    if not ctx.is_main:
+        return _train(ctx)
+    with FolderLock(ctx.config.get("runner.model_save_path"), "runner.model_save_path") as lock:
+        if lock.taken_over:
+            ctx.log(f"took over the lock of {lock.folder} from a run that ended without releasing it: {lock.taken_over}")
+        return _train(ctx)
+
+
+def _train(ctx):
     config, dm = ctx.config, ctx.dygraph_model
     save_path = config.get("runner.model_save_path")
     # Leftovers removed, earlier run's epochs refused (or deleted with runner.overwrite), resume
@@ -53,6 +76,11 @@ def train(ctx):
     dataset = create_dataset(load_reader(config, "train"), config, "train")
     if getattr(dataset, "skipped_lines", 0):
         ctx.log(f"skipped {dataset.skipped_lines} malformed lines (runner.skip_bad_lines is true)")
+    trained_on = getattr(dataset, "identity", None), side_files(dm.full_config_spec(config), config)
+    if done:  # the same data and side files as the checkpoints were trained on
+        problems = data_differences(read_run(save_path), [("runner.train_data_dir", dataset)], trained_on[1])
+        if problems:
+            raise CheckpointError(f"runner.resume: {'; '.join(problems)}")
     dataset = dm.training_data(dataset, config)
     dataset, valid = split_validation(config, dm, dataset, ctx.log)
     patience = config.get("runner.early_stop_patience")
@@ -92,6 +120,8 @@ def train(ctx):
                 reader_cost = batch_cost = 0.0
                 interval_seen = 0
         seconds = time.perf_counter() - epoch_start
+        if ctx.world_size > 1:  # the epoch's loss, rows and metrics over every rank's shard, not rank 0's
+            loss_sum, seen = gather_epoch(ctx, loss_sum, seen, metrics)
         summary = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "samples": seen,
                    "seconds": round(seconds, 3), "ins_per_sec": seen / seconds if seconds else 0.0}
         summary.update({n: m.accumulate() for n, m in zip(names, metrics)})
@@ -102,7 +132,7 @@ def train(ctx):
         history.append(summary)
         if ctx.is_main:
             if epoch == start_epoch and not done:
-                write_run(save_path, config)  # the manifest first: no checkpoint without one
+                write_run(save_path, config, *trained_on)  # the manifest first: no checkpoint without one
             path = save_checkpoint(save_path, epoch, model, optimizer)
             if valid is not None and best_of(history)["epoch"] == epoch:
                 save_checkpoint(save_path, BEST, model, optimizer)

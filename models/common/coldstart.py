@@ -37,6 +37,7 @@ import pandas as pd
 import paddle
 
 from models.common.artifacts import write_atomic, write_json
+from models.common.data import list_data_files
 from models.common.base_model import BaseDygraphModel
 from models.common.data.loader import to_tensors
 from models.common.evaluation import Evaluation
@@ -55,7 +56,7 @@ META_PAIRS = (("a", "b"), ("c", "d"), ("b", "c"), ("d", "a"))
 # ---- data -------------------------------------------------------------------------------------
 class Split(dict):
     """One whole set {column: array}, with the ``path`` it was read from."""
-    path = None
+    path = dataset = None
 
 
 def load_set(config, key, name):
@@ -67,7 +68,7 @@ def load_set(config, key, name):
                                 f"datasets/movielens/preprocess_metaemb.py)")
     dataset = load_reader(config, "infer")([path], config)
     data = Split(dataset.take(np.arange(len(dataset))))
-    data.path = path
+    data.path, data.dataset = path, dataset
     return data
 
 
@@ -75,6 +76,22 @@ def load_sets(config):
     return {"meta": {s: load_set(config, "meta_data_dir", f"meta_{s}") for s in "abcd"},
             "warm": {s: load_set(config, "warm_data_dir", f"warm_{s}") for s in "abc"},
             "test": load_set(config, "test_data_dir", "test")}
+
+
+def check_cold(config, sets, id_name="item_id"):
+    """The protocol's split: the new items (warm-up and test sets) never occur in pre-training
+    (runner.train_data_dir) nor in the generator's sets of old items; else the "cold" start is not."""
+    train = load_reader(config, "train")(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"),
+                                         config)
+    old = {"runner.train_data_dir": np.unique(train.column(id_name)),
+           "runner.meta_data_dir": np.unique(np.concatenate([d[id_name] for d in sets["meta"].values()]))}
+    for name, data in [*((f"warm_{s}", d) for s, d in sets["warm"].items()), ("test", sets["test"])]:
+        for key, items in old.items():
+            leaked = np.isin(data[id_name], items)
+            if leaked.any():
+                raise ConfigError(f"{data.path}, row {int(np.argmax(leaked)) + 1}: {id_name} "
+                                  f"{int(data[id_name][leaked][0])} of the new items' set {name} is in {key} "
+                                  f"({config.get(key)}): new items must be absent from the old items' data")
 
 
 def item_blocks(data, id_name):
@@ -342,6 +359,10 @@ class WarmupEvaluation(Evaluation):
     def __init__(self, dygraph_model, config, log):
         super().__init__(dygraph_model, config, log)
         self.sets = load_sets(config)
+        self.opened += [(f"runner.{key}", data.dataset) for key, group in (("meta_data_dir", self.sets["meta"]),
+                        ("warm_data_dir", self.sets["warm"])) for data in group.values()]
+        self.opened.append(("runner.test_data_dir", self.sets["test"].dataset))
+        check_cold(config, self.sets)
         log("rows: " + ", ".join(f"meta_{s} {len(d['label'])}" for s, d in self.sets["meta"].items()) + ", "
             + ", ".join(f"warm_{s} {len(d['label'])}" for s, d in self.sets["warm"].items())
             + f", test {len(self.sets['test']['label'])}")
@@ -384,7 +405,7 @@ class WarmupEvaluation(Evaluation):
             "runs": frame.to_dict(orient="records"), "summary": summary.to_dict(orient="records"),
             "generator": {label: result["generator"] for label, result in results.items()}})
         plot(summary, os.path.join(output_dir, "warmup.png"), f"MetaEmb vs random init, {seeds} seed(s)")
-        self.log(f"wrote warmup.csv, warmup_summary.csv, warmup.json, warmup.png to {output_dir}")
+        self.log("wrote warmup.csv, warmup_summary.csv, warmup.json, warmup.png")
         cell = summary.set_index(["stage", "arm"])
         headline = {f"auc_{stage}_{arm}": float(cell.loc[(stage, arm), "auc_mean"])
                     for stage in ("cold", "warm_a", "warm_c") for arm in ARMS}

@@ -76,6 +76,11 @@ class Evaluation:
 
     def __init__(self, dygraph_model, config, log):
         self.dm, self.config, self.log = dygraph_model, config, log
+        self.opened = []  # (config key, dataset) of the data read: checked against what the model was trained on
+
+    def read(self, config_key, dataset):
+        self.opened.append((config_key, dataset))
+        return dataset
 
     def evaluate(self, model, config, label, output_dir):
         raise NotImplementedError
@@ -99,7 +104,7 @@ class RankingEvaluation(Evaluation):
 
     def __init__(self, dygraph_model, config, log):
         super().__init__(dygraph_model, config, log)
-        self.dataset = test_rows(config)
+        self.dataset = self.read("runner.test_data_dir", test_rows(config))
 
     def evaluate(self, model, config, label, output_dir):
         collect = bool(config.get("runner.infer_output_path"))
@@ -109,6 +114,6 @@ class RankingEvaluation(Evaluation):
             frame.index.name = "index"
             target = os.path.join(output_dir, f"predictions_{label}.csv")
             write_atomic(target, lambda f: frame.to_csv(f, float_format="%.6g"))
-            self.log(f"wrote {len(frame)} predictions to {target}")
+            self.log(f"wrote {len(frame)} predictions to {os.path.basename(target)}")
         return values
 

@@ -52,7 +52,12 @@ def load_module(path):
 
 def load_dygraph_model(config_path):
     """The ``DygraphModel`` class of the model folder holding ``config_path``."""
-    module = load_module(os.path.join(os.path.dirname(os.path.abspath(config_path)), "dygraph_model.py"))
+    folder = os.path.dirname(os.path.abspath(config_path))
+    if not os.path.isfile(os.path.join(folder, "dygraph_model.py")):
+        raise FileNotFoundError(f"{config_path}: a config is read with the model folder it lies in, and {folder} has "
+                                f"no dygraph_model.py (its reader and model paths are relative to it too): keep the "
+                                f"config in its model folder (models/<area>/<model>/) or copy the whole folder")
+    module = load_module(os.path.join(folder, "dygraph_model.py"))
     if not hasattr(module, "DygraphModel"):
         raise ConfigError(f"{module.__file__} does not define class DygraphModel")
     return module.DygraphModel

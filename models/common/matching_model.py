@@ -61,7 +61,7 @@ class MatchingDygraphModel(BaseDygraphModel):
         f"{HP}.user_fc_sizes": positive_ints(default=[64, 32], help="user tower MLP sizes (the last is the vector's)"),
         f"{HP}.item_fc_sizes": positive_ints(default=[64, 32], help="item tower MLP sizes (the last is the vector's)"),
         f"{HP}.dropout": Param(float, min=0.0, below=1.0, default=0.0, help="tower dropout"),
-        f"{HP}.similarity": Param(str, choices=SIMILARITIES, default="cosine",
+        f"{HP}.similarity": Param(str, choices=SIMILARITIES, default="cosine", scoring=True,
                                   help="cosine (L2-normalised tower outputs) or dot"),
         f"{HP}.temperature": Param(float, above=0.0, default=0.1, help="every logit is similarity / temperature"),
         f"{HP}.mode": Param(str, choices=MODES, default="point",
@@ -82,7 +82,7 @@ class MatchingDygraphModel(BaseDygraphModel):
         f"{HP}.retrieval.hnsw_m": positive_int(default=32, help="HNSW graph degree"),
         f"{HP}.retrieval.hnsw_ef_search": positive_int(default=128, help="HNSW search breadth"),
         f"{HP}.retrieval.top_k": positive_ints(default=[10, 50, 100], help="the K of Hit/Recall/NDCG/MRR@K"),
-        f"{HP}.pretrained_item_embedding": Param(str, required=False,
+        f"{HP}.pretrained_item_embedding": Param(str, required=False, file=True,
                                                  help=".npy of pretrained item-id rows (raw ids in the .txt beside it)"),
         f"{HP}.freeze_pretrained": Param(bool, default=False, help="keep the pretrained rows fixed"),
     }
@@ -97,8 +97,12 @@ class MatchingDygraphModel(BaseDygraphModel):
 
     def check_config(self, config):
         super().check_config(config)
-        if config.get(f"{HP}.negatives") == "in_batch" and config.get("runner.train_batch_size") < 2:
-            raise SpecError(f"'{HP}.negatives' is in_batch but runner.train_batch_size < 2 leaves no negatives")
+        if config.get(f"{HP}.negatives") == "in_batch":
+            if config.get("runner.train_batch_size") < 2:
+                raise SpecError(f"'{HP}.negatives' is in_batch but runner.train_batch_size < 2 leaves no negatives")
+            if config.get(f"{HP}.neg_num") != self.model_spec()[f"{HP}.neg_num"].default:
+                raise SpecError(f"'{HP}.neg_num' is not used with in_batch negatives (every other row's positive is "
+                                f"one): leave it out, or choose sampled negatives")
 
     # ---- network ----------------------------------------------------------------------
     def build_towers(self, embedding, config):

@@ -235,7 +235,8 @@ class TestTasks:
 
     def __init__(self, reader, folder, config, key):
         stage1_files, stage2_files = split_stages(list_data_files(folder, key), folder)
-        stage1, stage2 = by_task(reader(stage1_files, config)), by_task(reader(stage2_files, config))
+        self.rows = [reader(stage1_files, config), reader(stage2_files, config)]
+        stage1, stage2 = by_task(self.rows[0]), by_task(self.rows[1])
         missing = sorted(set(stage2) - set(stage1))
         if missing:
             raise DataFormatError(f"{folder}: task(s) {missing[:5]} have stage-2 rows but no stage-1 (seed) rows")
@@ -396,6 +397,7 @@ class FinetuneEvaluation(Evaluation):
         self.sets = []
         for name, folder, key in test_sets(config):
             tasks = TestTasks(reader, folder, config, key)
+            self.opened += [(key, rows) for rows in tasks.rows]
             if tasks.without_candidates:
                 log(f"[{name}] {len(tasks.without_candidates)} task(s) have seed rows but no candidates: not evaluated")
             self.sets.append((name, tasks))
@@ -418,7 +420,7 @@ class FinetuneEvaluation(Evaluation):
         target = os.path.join(output_dir, f"tasks_{label}.csv")
         table = pd.concat(frames)
         write_atomic(target, lambda f: table.to_csv(f, index=False, float_format="%.6g"))
-        self.log(f"wrote per-task results to {target}")
+        self.log(f"wrote per-task results to {os.path.basename(target)}")
         return results
 
     def finish(self, results, output_dir):

@@ -115,6 +115,20 @@ def retrieval_metrics(ranked_items, targets, ks=(10, 50, 100)):
     return out
 
 
+def merge_metrics(metrics, others):
+    """Fold into each of ``metrics`` the state of the same metric in ``others`` (lists of metrics,
+    e.g. the other ranks' of a data-parallel epoch): every metric here keeps additive state in its
+    underscore attributes (sums, counts, histograms, lists of scores), so the merged metric is the
+    one that would have seen all their rows. A wrapper's state is its ``inner`` metric's."""
+    for i, metric in enumerate(metrics):
+        target = getattr(metric, "inner", metric)
+        for other in others:
+            source = getattr(other[i], "inner", other[i])
+            for key, value in vars(source).items():
+                if key.startswith("_"):
+                    setattr(target, key, getattr(target, key) + value)  # lists concatenate, numbers add
+
+
 class AUC:
     """Exact AUC over everything seen since the last reset (keeps all scores: for evaluation)."""
 

@@ -158,6 +158,9 @@ class MultiTaskModel(BaseDygraphModel):
     def check_config(self, config):
         super().check_config(config)
         self.tasks = self.tasks_of(config)
+        if not any(t.weight > 0 for t in self.tasks):
+            raise SpecError(f"every task's loss weight is 0 ({', '.join(f'{t.name}: 0' for t in self.tasks)}), so "
+                            f"nothing would be trained: give one task a weight above 0")
         task_labels(self.tasks)
         check_task_labels(self.tasks, self.schema(config))
 

@@ -15,7 +15,11 @@ import paddle
 
 from models.common.data.loader import to_tensors
 from models.common.datasets.movielens import dataset_info
+from models.common.data import list_data_files
+from models.common.data.columns import refuse_rows
 from models.common.evaluation import Evaluation, test_rows
+from models.common.loading import load_reader
+from models.common.spec import ConfigError
 from models.common.metrics import retrieval_metrics
 
 
@@ -38,8 +42,26 @@ def export_embeddings(model, dataset, batch_size, num_items):
             "item_ids": item_ids}
 
 
+def train_rows(config):
+    """The training rows (runner.train_data_dir through the train reader)."""
+    return load_reader(config, "train")(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"),
+                                        config)
+
+
+def check_held_out(train, test):
+    """Leave-last-out: a user's held-out item is none of the items of their training rows (else the
+    model is scored on what it was trained on)."""
+    width = int(max(train.column("item_id").max(initial=0), test.column("item_id").max(initial=0))) + 1
+    seen = train.column("user_id").astype(np.int64) * width + train.column("item_id")
+    held = test.column("user_id").astype(np.int64) * width + test.column("item_id")
+    refuse_rows(test, np.isin(held, seen), f"the user's held-out item is one of their training rows' items "
+                                           f"({train.files[0]}...): the splits overlap")
+
+
 def search(item_emb, user_emb, k, index="flat", hnsw_m=32, ef_search=128, ef_construction=200):
     """Top-k rows of ``item_emb`` by inner product for each row of ``user_emb`` -> (rows [U, k], seconds)."""
+    if not 1 <= k <= len(item_emb):
+        raise ValueError(f"top {k} of {len(item_emb)} items: k must be 1 .. the number of items")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     import faiss  # imported here: only evaluation needs it
 
@@ -153,7 +175,13 @@ class RetrievalEvaluation(Evaluation):
 
     def __init__(self, dygraph_model, config, log):
         super().__init__(dygraph_model, config, log)
-        self.dataset = test_rows(config)
+        self.dataset = self.read("runner.test_data_dir", test_rows(config))
+        items = len(dataset_info(config)["item_count"]) - 1  # id 0 is padding
+        top_k = max(config.get("hyper_parameters.retrieval.top_k"))
+        if top_k > items:
+            raise ConfigError(f"hyper_parameters.retrieval.top_k: K = {top_k} is more than the {items} items of the "
+                              f"catalog ({config.get('hyper_parameters.dataset_info_path')})")
+        check_held_out(train_rows(config), self.dataset)
 
     def evaluate(self, model, config, label, output_dir):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
@@ -182,5 +210,5 @@ class RetrievalEvaluation(Evaluation):
             json.dump({"model": name, "mode": str(hp("mode")).lower(), "run": label, "metrics": values, **details},
                       f, indent=1)
         self.log(f"retrieval: {details['users']} users x {details['items']} items, exact search "
-                 f"{details['exact_search_seconds']:.3f} s; embeddings in {folder}")
+                 f"{details['exact_search_seconds']:.3f} s; embeddings in {os.path.basename(folder)}")
         return values

@@ -28,18 +28,21 @@ class Param:
     ``kind`` (``runner.shuffle``: true, false or block); ``items``: a Param every list element must
     satisfy; ``non_empty``: a list needs at least one element. A key with a ``default`` is optional;
     one without is required unless ``required=False``. Floats accept ints (``learning_rate=1`` is
-    1.0). ``help``: one line saying what the key does.
+    1.0). ``help``: one line saying what the key does. ``file``: the value names a file the trained
+    model depends on (a vocabulary, a catalog): its fingerprint is recorded with the checkpoints and
+    a later run with another file is refused. ``scoring``: the trained model's scores depend on the
+    value without its parameters showing it (a similarity): evaluating with another one is refused.
     """
 
     def __init__(self, kind, *, min=None, max=None, above=None, below=None, choices=None, also=(), items=None,
-                 non_empty=False, required=None, default=None, help=""):
+                 non_empty=False, required=None, default=None, help="", file=False, scoring=False):
         if kind not in _TYPE_NAMES:
             raise TypeError(f"Param kind must be one of {[k.__name__ for k in _TYPE_NAMES]}, got {kind!r}")
         self.kind, self.items, self.non_empty = kind, items, non_empty
         self.min, self.max, self.above, self.below = min, max, above, below
         self.choices, self.also = (tuple(choices) if choices else None), tuple(also)
         self.required = default is None if required is None else required
-        self.default, self.help = default, help
+        self.default, self.help, self.file, self.scoring = default, help, file, scoring
 
     def but(self, **changes):
         """A copy with some attributes changed (a model's own default of a shared key)."""

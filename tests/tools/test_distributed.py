@@ -1,4 +1,5 @@
 """Data parallel on CPU: 2 processes via paddle.distributed.launch (gloo)."""
+import json
 import os
 import re
 import subprocess
@@ -47,3 +48,7 @@ def test_two_cpu_ranks_stay_in_sync_and_share_the_data(tmp_path):
     assert os.path.isfile(tmp_path / "ckpt" / "0" / "rec.pdparams")
     saved = paddle.load(str(tmp_path / "ckpt" / "0" / "rec.pdparams"))
     assert set(saved) == {"linear.weight", "linear.bias"}
+    # The epoch's figures are over both shards (51 + 50 rows), the same on each rank.
+    done = {r: re.search(r"epoch 0 done: (.*?), seconds", logs[r]).group(1) for r in (0, 1)}
+    assert done[0] == done[1] and "samples: 101" in done[0]
+    assert json.load(open(tmp_path / "ckpt" / "metrics.json"))["train"][0]["samples"] == 101

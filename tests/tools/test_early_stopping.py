@@ -54,7 +54,7 @@ def test_stops_when_validation_loss_stops_falling_and_restores_best(tmp_path):
     assert metrics(tmp_path)["early_stopping"]["best_epoch"] == 0
     assert "early stopping" in result.stdout and "restored the best epoch 0" in result.stdout
     ckpt = tmp_path / "ckpt"
-    assert sorted(os.listdir(ckpt)) == ["0", "1", "2", "best", "metrics.json", "run.json"]
+    assert sorted(n for n in os.listdir(ckpt) if not n.startswith(".")) == ["0", "1", "2", "best", "metrics.json", "run.json"]
     best, epoch0, epoch2 = params(ckpt / "best"), params(ckpt / "0"), params(ckpt / "2")
     assert all(np.array_equal(best[k], epoch0[k]) for k in best)
     assert not all(np.array_equal(best[k], epoch2[k]) for k in best)

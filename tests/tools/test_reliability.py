@@ -306,7 +306,7 @@ def test_leftovers_are_removed_by_the_next_run(tmp_path):
     (tmp_path / "ckpt" / ".metrics.json.abc").write_text("{")
     log = ok(tiny(tmp_path, "runner.epochs=1"))
     assert "removed 2 leftover(s)" in log and ".tmp-3-xyz" in log
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["0", "metrics.json", "run.json"]
+    assert sorted(n for n in os.listdir(tmp_path / "ckpt") if not n.startswith(".")) == ["0", "metrics.json", "run.json"]
     stale.mkdir()
     log = ok(tiny(tmp_path, "runner.epochs=2", "runner.resume=true"))
     assert "removed 1 leftover(s)" in log and not stale.exists()

@@ -14,7 +14,7 @@ import time
 
 import paddle
 
-from models.common.artifacts import write_json
+from models.common.artifacts import file_fingerprint, write_json
 from models.common.base_model import unwrap
 from tools.utils.config import ConfigError, _flatten
 
@@ -168,19 +168,65 @@ def read_run(folder):
 
 
 def config_differences(run, config):
-    """['hyper_parameters.x: a in the run, b now', ...] between a manifest and a config."""
+    """{'hyper_parameters.x': 'a in the saved run, b now', ...} between a run.json and a config."""
     saved, current = run.get("model_config", {}), model_config(config)
-    return [f"{key}: {saved.get(key, '(absent)')!r} in the saved run, {current.get(key, '(absent)')!r} now"
-            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    return {key: f"{saved.get(key, '(absent)')!r} in the saved run, {current.get(key, '(absent)')!r} now"
+            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)}
 
 
-def write_run(folder, config):
+def write_run(folder, config, data=None, side_files=None):
     """Write ``folder/run.json``: this run's model config (before its first checkpoint, so that
-    no checkpoint exists without a manifest)."""
+    no checkpoint exists without a manifest), what it trains on (``data``: the training rows'
+    identity, see models.common.data.CachedDataset) and the fingerprints of the side files its
+    config names (``side_files``: {key: fingerprint})."""
     values = model_config(config)
     write_json(os.path.join(folder, RUN_FILE), {
         "config": config.path, "model_config": values, "digest": config_digest(values),
+        "data": {"train": data} if data else {}, "side_files": side_files or {},
         "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def side_files(spec, config):
+    """{key: fingerprint} of the files the config names under keys declared ``file=True``."""
+    out = {}
+    for key, param in sorted(spec.items()):
+        path = config.get(key)
+        if param.file and path:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{key}: {path} does not exist")
+            out[key] = file_fingerprint(path)
+    return out
+
+
+def data_differences(run, opened, files):
+    """What in the data read now (``opened``: [(config key, dataset)]) and the side files named now
+    (``files``: {key: fingerprint}) differs from what ``run`` (a run.json) was trained on; a
+    dataset or a run that records nothing is not compared."""
+    problems, trained = [], (run.get("data") or {}).get("train") or {}
+    for key, dataset in opened:
+        identity = getattr(dataset, "identity", None) or {}
+        for field, what in (("id_space", "its id space (manifest.json: another preprocessing run)"),
+                            ("column_names", "the names of its columns")):
+            if trained.get(field) and identity.get(field) and trained[field] != identity[field]:
+                problems.append(f"{key}: {what}, not the training data's: {first_difference(trained[field], identity[field])}")
+    for key, recorded in sorted((run.get("side_files") or {}).items()):
+        if key in files and files[key] != recorded:
+            problems.append(f"{key}: not the file the model was trained with (fingerprint {files[key]}, trained with "
+                            f"{recorded})")
+    return problems
+
+
+def first_difference(trained, now):
+    """Where two recorded values part: the first differing column name, or both values."""
+    if isinstance(trained, dict) and isinstance(now, dict):
+        for name in sorted(set(trained) | set(now)):
+            a, b = trained.get(name) or [], now.get(name) or []
+            for position, (x, y) in enumerate(zip(a, b)):
+                if x != y:
+                    return f"{name} component {position} is {y!r}, in training {x!r}"
+            if len(a) != len(b):
+                return f"{name} has {len(b)} components, in training {len(a)}"
+    return f"{now!r}, in training {trained!r}"
 
 
 def remove_leftovers(folder):
@@ -230,7 +276,7 @@ def prepare_save_path(config, log, is_main=True):
                 raise CheckpointError(
                     f"runner.resume: {folder} has checkpoints (epochs {done}) but no {RUN_FILE} saying which "
                     f"config wrote them; set runner.overwrite=true and runner.resume=false to start over")
-            differences = config_differences(run, config)
+            differences = [f"{key}: {what}" for key, what in config_differences(run, config).items()]
             if differences:
                 more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
                 raise CheckpointError(

@@ -185,6 +185,9 @@ class Config:
                 if any(k.startswith(key + ".") for k in known):
                     raise ConfigError(f"override {key}: this is a section, override its keys instead")
                 raise ConfigError(f"override {key}: no such key in {self.path}{_closest(key, known)}")
+            if value is None and key in declared and spec[key].required:
+                raise ConfigError(f"override {key}: an empty value would unset it, but it is required "
+                                  f"({spec[key].describe()})")
             if key not in declared and not _compatible(known[key], value):
                 raise ConfigError(
                     f"override {key}: expected a value of type {_type_name(known[key])} "

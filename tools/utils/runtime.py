@@ -9,6 +9,7 @@ import time
 import numpy as np
 import paddle
 
+from models.common.artifacts import ArtifactError
 from models.common.data import DataFormatError
 from models.common.spec import SpecError
 from tools.utils.config import RUNNER_SPEC, ConfigError, describe_keys, prepare_config, read_config
@@ -16,7 +17,7 @@ from models.common.loading import load_dygraph_model
 
 # Errors caused by the user's input: reported as one clear line, exit code 2.
 # (tools.utils.checkpoint.CheckpointError is a ConfigError.)
-USER_ERRORS = (ConfigError, SpecError, DataFormatError, FileNotFoundError, PermissionError)
+USER_ERRORS = (ConfigError, SpecError, DataFormatError, ArtifactError, FileNotFoundError, PermissionError)
 
 
 def parse_args(description, argv=None):

@@ -12,24 +12,40 @@ import time
 
 import numpy as np
 
+from models.common.artifacts import manifest_files, read_manifest
 from models.common.data.parsers import DataFormatError
 
-CACHE_FORMAT = 1  # bump when the cache layout changes: old caches are rebuilt
+CACHE_FORMAT = 2  # bump when the cache layout changes: old caches are rebuilt
 DEFAULT_CACHE_DIR = ".rec_cache"  # beside the data files, hidden from list_data_files
 
 
+TEMPORARY_SUFFIXES = (".tmp", ".partial", ".part", ".swp", "~")  # what a killed or running writer leaves
+
+
 def list_data_files(path, config_key):
-    """Sorted regular files (not hidden) in directory ``path``; a clear error if there are none."""
+    """The data files of the folder ``path``, sorted: the files its manifest lists (checked: present,
+    unchanged, nothing else in the folder), or - a folder without one - its files but hidden ones.
+    A temporary file (a writer killed half-way leaves ``train.txt.tmp`` beside ``train.txt``), a
+    subfolder or a special file is an error naming it: it would be read, or silently not."""
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(f"{config_key}: data directory {path!r} does not exist")
-    files = sorted(
-        os.path.join(path, f) for f in os.listdir(path)
-        if not f.startswith(".") and os.path.isfile(os.path.join(path, f))
-    )
+    manifest = read_manifest(path)
+    if manifest is not None:
+        files = manifest_files(path, manifest, config_key)
+    else:
+        files = []
+        for name in sorted(n for n in os.listdir(path) if not n.startswith(".")):
+            full = os.path.join(path, name)
+            if name.endswith(TEMPORARY_SUFFIXES):
+                raise DataFormatError(f"{config_key}: {full} is a temporary file (a writer was stopped half-way, or "
+                                      f"is still running): write the data again, or remove it")
+            if not os.path.isfile(full):
+                raise DataFormatError(f"{config_key}: {full} is {'a folder' if os.path.isdir(full) else 'no regular file'}; "
+                                      f"a data folder holds data files only")
+            files.append(full)
     if not files:
         raise FileNotFoundError(f"{config_key}: data directory {path!r} contains no files")
     return files
-
 
 
 
@@ -107,8 +123,9 @@ class ColumnarCache:
         try:
             writers = {name: _BlockWriter(os.path.join(staging, f"{name}.npy"), dtype, self.schema.widths[name])
                        for name, dtype in self.schema.block_dtypes().items()}
-            skipped, total = 0, os.path.getsize(self.source)
+            skipped, total, names = 0, os.path.getsize(self.source), {}
             for chunk in self.parser.read(self.source, self.schema, self.skip_bad_lines):
+                names = names or chunk.names
                 unit = chunk.unit
                 blocks, bad = self.schema.pack(
                     chunk.columns, lambda i, c=chunk, u=unit: f"{self.source}, {u} {c.numbers[i]}")
@@ -125,7 +142,8 @@ class ColumnarCache:
             for writer in writers.values():
                 writer.close()
             meta = {"key": self.key, "source": self.source, "rows": writers["int"].rows, "skipped": skipped,
-                    "schema": json.loads(self.schema.signature()), "parser": self.parser.signature}
+                    "schema": json.loads(self.schema.signature()), "parser": self.parser.signature,
+                    "column_names": names}
             with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:
                 json.dump(meta, f, indent=1)
             if os.path.isdir(self.folder):
@@ -152,12 +170,14 @@ class ColumnarCache:
                     shutil.rmtree(path, ignore_errors=True)
 
     def open_or_build(self, progress, say):
-        """Open the cache, building it (once, under a lock shared by concurrent processes) if needed."""
+        """Open the cache, building it (once, under a lock shared by concurrent processes) if needed.
+        The lock is on the cache folder itself, so that no lock file is left behind."""
         opened = self.open()
         if opened is not None:
             return opened
-        with open(os.path.join(self.cache_dir, f".lock-{self.stem}"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another rank may be building it: wait, then reuse
+        folder = os.open(self.cache_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)  # another rank may be building it: wait, then reuse
             opened = self.open()
             if opened is None:
                 # Half-written staging folders of a killed conversion of this file: never used, removed.
@@ -169,6 +189,8 @@ class ColumnarCache:
                 opened = self.open()
                 if opened is None:
                     raise OSError(f"the cache {self.folder} could not be read back after writing it")
+        finally:
+            os.close(folder)  # releases the lock
         return opened
 
 

@@ -1,9 +1,13 @@
 """Datasets over named columns: served as batches ``{name: array}`` by ``take(indices)``, one
 fancy-index per block."""
+import os
+
 import numpy as np
 import paddle
 
+from models.common.artifacts import fingerprint, read_manifest
 from models.common.data.cache import ColumnarCache, _Progress, _say, cache_folder_for
+from models.common.data.parsers import DataFormatError
 
 
 class ColumnDataset(paddle.io.Dataset):
@@ -57,21 +61,62 @@ class CachedDataset(ColumnDataset):
 
     ``runner.data_cache_dir`` picks the cache folder (default: ``.rec_cache`` beside the data);
     ``runner.skip_bad_lines`` drops malformed rows (counted in ``skipped_lines``) instead of failing.
+    ``identity`` says what the rows are, so that a checkpoint can record what it was trained on and
+    an evaluation refuse other data: the schema's fingerprint, the id space of the folders'
+    manifests (None without one) and the files' names of each vector column's components (a CSV
+    header). Files of one dataset must agree on the last two (else an error names both files); a
+    parser that tells formats apart (``format_of``) must find one format in all of them.
     """
 
     def __init__(self, file_list, config, schema, parser, say=_say):
         skip = bool(config.get("runner.skip_bad_lines")) if config is not None else False
         folder = cache_folder_for(file_list, config)
+        if hasattr(parser, "format_of"):
+            same(file_list, parser.format_of, "format")
         progress = _Progress(say)
-        parts, skipped = [], 0
+        parts, skipped, names = [], 0, []
         for path in file_list:
             progress.start()
             blocks, meta = ColumnarCache(path, schema, parser, folder, skip).open_or_build(progress, say)
             parts.append(blocks)
             skipped += meta.get("skipped", 0)
+            names.append(meta.get("column_names") or {})
         super().__init__(schema, parts)
-        self.skipped_lines = skipped
-        self.cache_dir = folder
+        self.files, self.skipped_lines, self.cache_dir = list(file_list), skipped, folder
+        self.identity = {"schema": fingerprint(schema.signature()),
+                         "id_space": same(file_list, id_space_of, "id space (manifest.json)"),
+                         "column_names": same(file_list, dict(zip(file_list, names)).get, "column names")}
+
+
+def refuse_rows(dataset, mask, what):
+    """A DataFormatError naming the file and row of the first row of ``dataset`` (a CachedDataset)
+    where ``mask`` is true, saying ``what`` is wrong with it; nothing when no row is."""
+    rows = np.flatnonzero(mask)
+    if len(rows):
+        part = int(np.searchsorted(dataset.starts, rows[0], side="right")) - 1
+        raise DataFormatError(f"{dataset.files[part]}, row {int(rows[0] - dataset.starts[part]) + 1}: {what}"
+                              + (f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""))
+
+
+def id_space_of(path):
+    """The id space the manifest of ``path``'s folder records, or None."""
+    manifest = read_manifest(os.path.dirname(os.path.abspath(path)))
+    return (manifest or {}).get("fingerprints", {}).get("id_space")
+
+
+def _short(value, most=120):
+    text = repr(value)
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def same(files, value_of, what):
+    """``value_of(file)``, which must be the same for every file of ``files``; -> that value."""
+    values = [value_of(path) for path in files]
+    for path, value in zip(files, values):
+        if value != values[0]:
+            raise DataFormatError(f"{files[0]} and {path} differ in their {what} ({_short(values[0])} vs "
+                                  f"{_short(value)}): one dataset reads files of one kind")
+    return values[0] if values else None
 
 
 class RowRange(paddle.io.Dataset):

@@ -183,6 +183,8 @@ def create_loader(dataset, config, mode, epoch=0, rank=0, world_size=1):
             return _InProcessLoader(dataset)
         return paddle.io.DataLoader(dataset, batch_size=None, num_workers=num_workers)
     batch_size = config.get(f"runner.{mode}_batch_size") or config.get("runner.train_batch_size")
+    if len(dataset) == 0:
+        raise ConfigError(f"runner.{'train' if mode == 'train' else 'test'}_data_dir: the data holds no rows")
     if mode == "train" and len(dataset) < batch_size:
         raise ConfigError(
             f"runner.train_batch_size is {batch_size} but the training data "

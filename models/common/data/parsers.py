@@ -29,11 +29,14 @@ class DataFormatError(ValueError):
 class Chunk:
     """Parsed rows of one source file: ``columns`` {column name: array}, ``numbers`` the line
     (or row) number of each row in the file, ``unit`` 'line' or 'row', ``skipped`` the number of
-    malformed lines the parser already dropped (with skip_bad_lines)."""
+    malformed lines the parser already dropped (with skip_bad_lines), ``names`` {vector column:
+    the file's names of its components} when the file names them (a CSV header): what the values
+    mean, recorded so that files whose components are in another order are told apart."""
 
-    def __init__(self, columns, numbers, unit="line", skipped=0, bytes_done=None):
+    def __init__(self, columns, numbers, unit="line", skipped=0, bytes_done=None, names=None):
         self.columns, self.numbers, self.unit, self.skipped = columns, numbers, unit, skipped
         self.bytes_done = bytes_done  # for the progress log's ETA
+        self.names = names or {}
 
 
 # ---- PaddleRec's slot text format -------------------------------------------------------------
@@ -557,10 +560,11 @@ class ColumnarCSVParser:
     line), values by pandas' C parser; only a chunk where a value is not a number is re-read to
     name the line. Errors name the file and line (the header is line 1)."""
 
-    signature = "columnar-csv:1"
-
-    def __init__(self, width_keys=None):
+    def __init__(self, width_keys=None, names=None, names_from=None):
         self.width_keys = dict(width_keys or {})  # column -> config key that declares it (for errors)
+        # {vector column: its components' header names}: read by name, in this order (else in file order)
+        self.names, self.names_from = dict(names or {}), names_from
+        self.signature = "columnar-csv:2" + (f":{sorted(self.names.items())}" if self.names else "")
 
     def read(self, path, schema, skip_bad_lines=False):
         header, positions, done = None, None, 0
@@ -569,17 +573,18 @@ class ColumnarCSVParser:
             if header is None:
                 cut = raw.find(b"\n") + 1
                 header = [h.strip() for h in raw[:cut].decode("utf-8", errors="replace").strip().split(",")]
-                positions = self._positions(path, header, schema, self.width_keys)
+                positions = self._positions(path, header, schema, self.width_keys, self.names, self.names_from)
                 raw, first_line = raw[cut:], first_line + 1
             matrix, numbers, skipped = self._parse_block(raw, first_line, path, header, skip_bad_lines)
             columns = {name: matrix[:, cols[0]] if width is None else matrix[:, cols]
                        for name, (width, cols) in positions.items()}
-            yield Chunk(columns, numbers, "line", skipped, bytes_done=done)
+            names = {name: [header[i] for i in cols] for name, (width, cols) in positions.items() if width}
+            yield Chunk(columns, numbers, "line", skipped, bytes_done=done, names=names)
         if header is None:
             raise DataFormatError(f"{path}, line 1: empty file, expected a header row naming the columns")
 
     @staticmethod
-    def _positions(path, header, schema, width_keys):
+    def _positions(path, header, schema, width_keys, names=None, names_from=None):
         """{schema column: (width, [header indices])}; errors name the missing or extra columns."""
         if len(set(header)) != len(header):
             twice = sorted({h for h in header if header.count(h) > 1})
@@ -592,6 +597,15 @@ class ColumnarCSVParser:
                     raise DataFormatError(f"{path}, line 1: the header has no column {name!r} (declared by "
                                           f"{width_keys.get(name, 'the reader' + chr(39) + 's schema')})")
                 out[name] = (None, [index[name]])
+            elif names and name in names:  # by name: the order of ``names``, whatever the file's
+                wanted, present = names[name], [h for h in header if h.startswith(name + ":")]
+                missing, extra = [n for n in wanted if n not in index], sorted(set(present) - set(wanted))
+                if missing or extra:
+                    raise DataFormatError(f"{path}, line 1: the header "
+                                          + (f"has no column {missing[0]!r}" if missing else f"has the column {extra[0]!r}")
+                                          + f", which {'is' if missing else 'is not'} among the {len(wanted)} names of "
+                                          f"{name} in {names_from}")
+                out[name] = (slot.width, [index[n] for n in wanted])
             else:
                 cols = [i for i, h in enumerate(header) if h.startswith(name + ":")]
                 if len(cols) != slot.width:

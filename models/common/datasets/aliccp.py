@@ -11,6 +11,7 @@ click and purchase are labels only: nothing derived from them is a feature. Our 
 form of the same data (header ``click,purchase,<field>:0,..,<field>_length,...``) is read too.
 """
 from models.common.data import CachedDataset, ColumnarCSVParser, FieldPairParser
+from models.common.data.columns import refuse_rows
 from models.common.features import Label, Schema, SequenceFeature
 from models.common.spec import Param, SpecError, positive_int
 
@@ -71,6 +72,9 @@ class AliCCPParser:
         self.pairs = FieldPairParser(LABELS, FIELDS, max_len_hint=f" (raise it with -o {MAX_LEN}.<field>=N)")
         self.columnar = ColumnarCSVParser({f: f"{MAX_LEN}.{f}" for f in FIELDS})
 
+    def format_of(self, path):
+        return "columnar CSV" if self.is_columnar(path) else "PaddleRec field:id lines"
+
     @staticmethod
     def is_columnar(path):
         with open(path, "rb") as f:
@@ -94,6 +98,9 @@ class RecDataset(CachedDataset):
 
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), parser())
+        # ESMM's entire space: a purchase is a click that converted
+        refuse_rows(self, (self.column("purchase") > 0.5) & (self.column("click") < 0.5),
+                    "purchase 1 without a click: a purchase must follow a click (the raw preprocessing refuses these too)")
 
 
 # benchmarks/benchmark.py --baseline: PaddleRec's line-by-line ESMM reader of the same files

@@ -19,14 +19,15 @@ import paddle
 import paddle.nn as nn
 
 from models.common.data import CachedDataset, NpzParser, SlotParser
+from models.common.data.columns import refuse_rows
 from models.common.features import Label, Schema, SequenceFeature, SparseFeature
 from models.common.spec import Param, SpecError, positive_int
 
 USER_FEATURES = ("user_id", "gender", "age", "occupation", "zip")
 INFO_KEY = "hyper_parameters.dataset_info_path"
 EMBED_DIM = {"hyper_parameters.embed_dim": positive_int(help="embedding size of every feature")}
-CONFIG_SPEC = {INFO_KEY: Param(str, help="the data set's dataset.json (vocabularies, history length, item "
-                                         "catalog)"), **EMBED_DIM}
+CONFIG_SPEC = {INFO_KEY: Param(str, file=True, help="the data set's dataset.json (vocabularies, history length, "
+                                                    "item catalog)"), **EMBED_DIM}
 _INFO = {}
 
 
@@ -95,6 +96,7 @@ class RecDataset(CachedDataset):
 
     def __init__(self, file_list, config):
         super().__init__(file_list, config, schema(config), SlotParser(slot_names(dataset_info(config)["max_history"])))
+        refuse_rows(self, self.column("item_id") == 0, "item_id 0 is the padding id, not an item")
 
 
 # ---- MetaEmb's cold-start splits --------------------------------------------------------------

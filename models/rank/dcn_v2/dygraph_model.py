@@ -10,7 +10,7 @@ from .net import STRUCTURES, DCNv2Layer
 class DygraphModel(SparseGradients, BaseDygraphModel):
     config_spec = {
         "hyper_parameters.cross_layers": positive_int(default=3, help="cross layers (full-rank W, Eq. 1)"),
-        "hyper_parameters.structure": Param(str, choices=STRUCTURES, default="parallel",
+        "hyper_parameters.structure": Param(str, choices=STRUCTURES, default="parallel", scoring=True,
                                             help="parallel: [cross; DNN(x0)]; stacked: DNN(cross)"),
         "hyper_parameters.fc_sizes": positive_ints(help="the DNN's ReLU layer sizes"),
     }

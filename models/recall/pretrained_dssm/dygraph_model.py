@@ -13,6 +13,7 @@ import os
 import numpy as np
 import paddle
 
+from models.common.artifacts import file_fingerprint
 from models.common.base_model import BaseDygraphModel
 from models.common.spec import Param, SpecError, positive_ints
 from .net import SCORES, PretrainedTwoTower
@@ -21,22 +22,28 @@ from .net import SCORES, PretrainedTwoTower
 class DygraphModel(BaseDygraphModel):
     config_spec = {
         "hyper_parameters.tower_dims": positive_ints(help="each tower's ReLU layer sizes"),
-        "hyper_parameters.score": Param(str, default="product", choices=SCORES,
+        "hyper_parameters.score": Param(str, default="product", choices=SCORES, scoring=True,
                                         help="product: sigmoid(w.(u*i) + b); dot: sigmoid(u.i / T); cosine: "
                                              "sigmoid(cos(u, i) / T)"),
-        "hyper_parameters.temperature": Param(float, above=0, default=1.0, help="T of the dot and cosine scores"),
+        "hyper_parameters.temperature": Param(float, above=0, default=1.0, scoring=True, help="T of the dot and cosine scores"),
     }
 
     def create_model(self, config):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
         return PretrainedTwoTower(hp("vector_dim"), hp("tower_dims"), hp("score"), hp("temperature"))
 
-    def export(self, model, config, out, vectors, jit=False, log=print):
-        """Write the tower outputs of the vectors in the folder ``vectors`` to ``out`` (see above)."""
+    def export(self, model, config, artifact, vectors, jit=False, log=print):
+        """Write the tower outputs of the vectors in the folder ``vectors`` into ``artifact`` (a
+        models.common.artifacts.Artifact: its staging folder, rows and fingerprints; see above)."""
         if not vectors:
             raise SpecError("--vectors: this model exports the tower outputs of a folder of pretrained vectors "
                             "(users.npy / items.npy)")
-        return export(model, vectors, out, config.get("hyper_parameters.vector_dim"), jit, log)
+        done = export(model, vectors, artifact.path, config.get("hyper_parameters.vector_dim"), jit, log)
+        for side, (ids, _) in done.items():
+            for name in (f"{side}.npy", f"{side}.txt", f"{SIDES[side][1]}.npy"):
+                artifact.rows[name] = len(ids)
+            artifact.fingerprints[f"{side}_vectors"] = file_fingerprint(os.path.join(vectors, f"{side}.npy"))
+        return done
 
 
 SIDES = {"users": ("user_tower", "user_queries"), "items": ("item_tower", "item_keys")}
@@ -54,6 +61,10 @@ def read_vectors(folder, side, dim):
     ids = np.loadtxt(ids_path, dtype=np.int64, ndmin=1) if os.path.isfile(ids_path) else np.arange(len(vectors))
     if len(ids) != len(vectors):
         raise SpecError(f"{ids_path}: {len(ids)} ids for {len(vectors)} vectors in {path}")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise SpecError(f"{ids_path}: id {unique[counts > 1][0]} appears {counts[counts > 1][0]} times (line "
+                        f"{int(np.flatnonzero(ids == unique[counts > 1][0])[1]) + 1}): one vector per id")
     return ids, vectors.astype(np.float32)
 
 

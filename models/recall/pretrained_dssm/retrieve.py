@@ -12,7 +12,6 @@ With --test (user_id,item_id: one held-out item per user): Hit, Recall, NDCG and
 exact search.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -22,19 +21,32 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", ".."))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from models.common.artifacts import ArtifactError, manifest_files, read_manifest, write_json  # noqa: E402
 from models.common.retrieval import evaluate, search, write_recall_plot  # noqa: E402
 
 KS = (10, 50, 100)
 
 
 def load_export(folder):
+    """The users' queries and the items' keys of one export (checked against its manifest: a
+    folder export.py did not write, or wrote only in part, is refused)."""
     try:
-        return {"user_ids": np.loadtxt(os.path.join(folder, "users.txt"), dtype=np.int64, ndmin=1),
-                "queries": np.load(os.path.join(folder, "user_queries.npy")),
-                "item_ids": np.loadtxt(os.path.join(folder, "items.txt"), dtype=np.int64, ndmin=1),
-                "keys": np.load(os.path.join(folder, "item_keys.npy"))}
-    except OSError as error:
-        sys.exit(f"error: --export {folder}: {error} (run export.py with both users and items first)")
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise ArtifactError(f"{folder} has no manifest.json: not a folder export.py wrote")
+        files = {os.path.basename(f) for f in manifest_files(folder, manifest, "--export", others_allowed=True)}
+        missing = sorted({"users.txt", "user_queries.npy", "items.txt", "item_keys.npy"} - files)
+        if missing:
+            raise ArtifactError(f"{folder} has no {missing[0]} (run export.py with both users and items first)")
+        exported = {"user_ids": np.loadtxt(os.path.join(folder, "users.txt"), dtype=np.int64, ndmin=1),
+                    "queries": np.load(os.path.join(folder, "user_queries.npy")),
+                    "item_ids": np.loadtxt(os.path.join(folder, "items.txt"), dtype=np.int64, ndmin=1),
+                    "keys": np.load(os.path.join(folder, "item_keys.npy"))}
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: --export {folder}: {error}")
+    if len(exported["queries"]) != len(exported["user_ids"]) or len(exported["keys"]) != len(exported["item_ids"]):
+        sys.exit(f"error: --export {folder}: ids and vectors do not match in number")
+    return exported
 
 
 def rows_of(ids, wanted, what):
@@ -68,8 +80,18 @@ def main(argv=None):
     parser.add_argument("--json", help="write the metrics here (default OUT/retrieval_metrics.json)")
     parser.add_argument("--plot", help="write Recall@K against K as SVG here")
     args = parser.parse_args(argv)
+    json_path = args.json or (os.path.join(args.export, "retrieval_metrics.json") if args.test else None)
+    for path in [p for p in (json_path, args.plot) if p]:  # before any work, not after it
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            sys.exit(f"error: {path}: cannot write into {folder}")
     exported = load_export(args.export)
+    if not 1 <= args.top_n <= len(exported["item_ids"]):
+        sys.exit(f"error: --top-n must be 1 .. {len(exported['item_ids'])} (the exported items), got {args.top_n}")
     if args.test:
+        if len(exported["item_ids"]) < max(KS):
+            sys.exit(f"error: --test reports Hit/NDCG/MRR at {', '.join(map(str, KS))}, but the export has only "
+                     f"{len(exported['item_ids'])} items")
         if not args.train:
             sys.exit("error: --test needs --train (the most-popular baseline counts training interactions)")
         values, details = evaluate_interactions(exported, args.test, args.train, args.index)
@@ -77,10 +99,8 @@ def main(argv=None):
             print(f"@{k}: hit {values[f'hit@{k}']:.4f} ndcg {values[f'ndcg@{k}']:.4f} mrr {values[f'mrr@{k}']:.4f} | "
                   f"most popular: hit {values[f'popular_hit@{k}']:.4f}"
                   + (f" | hnsw recall vs exact {values[f'hnsw_recall_vs_exact@{k}']:.4f}" if args.index == "hnsw" else ""))
-        path = args.json or os.path.join(args.export, "retrieval_metrics.json")
-        with open(path, "w") as f:
-            json.dump({"metrics": values, "details": details}, f, indent=2)
-        print(f"wrote {path}")
+        write_json(json_path, {"metrics": values, "details": details})
+        print(f"wrote {json_path}")
         if args.plot:
             write_recall_plot(args.plot, {"model": details["recall_curve"], "most popular": details["popular_recall_curve"]})
         return values

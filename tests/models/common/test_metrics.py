@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from models.common.metrics import AUC, LogLoss, RunningAUC, auc, gauc, logloss, precision_recall_at_top, topk_metrics
 
@@ -59,3 +60,29 @@ def test_topk_metrics():
     result = topk_metrics([[1, 2, 3], [4, 5, 6]], [{2}, {7}], k=2)
     assert result["hit"] == 0.5 and result["recall"] == 0.5
     assert abs(result["ndcg"] - 0.5 * (1 / math.log2(3))) < 1e-12
+
+
+def test_merged_metrics_equal_one_metric_over_all_rows():
+    """Data parallel: each rank's metric over its shard, merged, is the metric over every row."""
+    from models.common.metrics import PairAUC, merge_metrics
+    from models.common.multitask import RMSE
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    preds = np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0.01, 0.99)
+    pos, neg = rng.normal(size=300), rng.normal(size=(300, 4))
+    kinds = [AUC, RunningAUC, LogLoss, RMSE, PairAUC]
+
+    def fed(rows):
+        metrics = [kind() for kind in kinds]
+        for metric in metrics[:-1]:
+            metric.update(preds[rows], labels[rows])
+        metrics[-1].update(pos[rows], neg[rows])
+        return metrics
+
+    whole = fed(slice(0, 300))
+    shards = [fed(slice(0, 120)), fed(slice(120, 300))]
+    merged = [kind() for kind in kinds]
+    merge_metrics(merged, shards)
+    assert [m.accumulate() for m in merged] == pytest.approx([m.accumulate() for m in whole], rel=1e-12)
+    assert shards[0][0].accumulate() != pytest.approx(whole[0].accumulate())  # a shard alone is another number

@@ -59,7 +59,8 @@ def test_a_regression_task_trains_rmse_falls(tmp_path):
     tasks = ("hyper_parameters.tasks=[{name: label, label: label, type: binary, weight: 1.0}, "
              "{name: score, label: score, type: regression, weight: 0.5}]")
     train, infer = train_and_infer(
-        tmp_path, CONFIG, tasks, "hyper_parameters.feature_dim=6", f"runner.train_data_dir={tmp_path / 'train'}",
+        tmp_path, CONFIG, tasks, "hyper_parameters.feature_dim=6", "hyper_parameters.feature_meta_path=",
+        f"runner.train_data_dir={tmp_path / 'train'}",
         f"runner.test_data_dir={tmp_path / 'test'}", "runner.epochs=3", "runner.infer_start_epoch=0",
         "runner.infer_end_epoch=3", "hyper_parameters.optimizer.learning_rate=0.01")
     rmse = [e["rmse_score"] for e in infer["infer"]]
