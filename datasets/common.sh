@@ -2,12 +2,14 @@
 #   die MESSAGE          print "run.sh: error: MESSAGE" and exit 1
 #   usage                print the script's header comment (lines 2..USAGE_LINES)
 #   parse_args "$@"      --raw DIR, --out DIR (default HERE), -h/--help, and anything after -- in EXTRA
+#                        --replace: REPLACE_ARGS=(--replace), for run.sh to pass on to preprocess.py
 #   PY                   the interpreter: $PYTHON, else <repo>/.venv/bin/python, else python3
 #   sha256_of FILE       the file's SHA-256 (sha256sum or shasum)
 REPO="$(cd "$HERE/../.." && pwd)"
 RAW=""
 OUT="$HERE"
 EXTRA=()
+REPLACE_ARGS=()
 
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 usage() { sed -n "2,${USAGE_LINES}p" "$0" | sed 's/^# \{0,1\}//'; }
@@ -19,6 +21,7 @@ parse_args() {
       --raw=*) RAW="${1#--raw=}"; shift ;;
       --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT="$2"; shift 2 ;;
       --out=*) OUT="${1#--out=}"; shift ;;
+      --replace) REPLACE_ARGS=(--replace); shift ;;
       -h|--help) usage; exit 0 ;;
       --) shift; EXTRA+=("$@"); break ;;
       *) die "unknown argument '$1' (options for preprocess.py go after --)" ;;

@@ -4,9 +4,14 @@
 #   bash datasets/Lookalike/run.sh                 download PaddleRec's preprocessed archive, verify, unpack
 #   bash datasets/Lookalike/run.sh --archive FILE  the same with an archive you already downloaded
 #   bash datasets/Lookalike/run.sh --raw DIR [..]  build the files from the raw Tencent Ad 2018 files in DIR
-#                                                  (options: see python preprocess.py --help)
+#                                                  (options after DIR: see python preprocess.py --help)
+#   --replace                                      replace an earlier run's output (else refused, exit status 2)
 #
-# Result (next to this script): train_data/, test_hot_data/, test_cold_data/.
+# Result (next to this script): train_data/, test_hot_data/, test_cold_data/, each with a
+# manifest.json (its files, bytes, rows and the id_space fingerprint shared by the three), and for
+# --raw max_idxs.json ({"max_idxs": ..., "id_space": ...}). A non-empty result folder or an
+# existing max_idxs.json is refused unless --replace; a run never leaves half its output, nor a
+# mix of two runs, under the final names.
 #
 # The published archive holds pandas pickles, and unpickling can run arbitrary code: it is only
 # unpacked when its SHA-256 matches the one in checksums.sha256 (or $METAHEAC_DATA_SHA256). We
@@ -16,28 +21,50 @@
 #
 # Environment: PYTHON (default: the repository's .venv/bin/python, else python3).
 set -euo pipefail
+die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
 absolute() { (cd "$(dirname "$1")" && echo "$(pwd)/$(basename "$1")"); }
-# Paths given by the user are relative to where they ran the script: resolve them before the cd.
-if [ "${1:-}" = "--raw" ] || [ "${1:-}" = "--archive" ]; then
-    [ $# -ge 2 ] && [ -e "$2" ] || { echo "usage: run.sh $1 PATH (an existing ${1#--})" >&2; exit 2; }
-    set -- "$1" "$(absolute "$2")" "${@:3}"
-fi
+
+# Paths given by the user are relative to where they ran the script: resolved before the cd.
+RAW="" ARCHIVE_PATH="" TRUST=0 REPLACE=() EXTRA=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --raw) [ $# -ge 2 ] && [ -d "$2" ] || die "--raw needs an existing folder"
+               RAW=$(absolute "$2"); shift 2 ;;
+        --archive) [ $# -ge 2 ] && [ -f "$2" ] || die "--archive needs an existing file"
+                   ARCHIVE_PATH=$(absolute "$2"); shift 2 ;;
+        --trust) TRUST=1; shift ;;
+        --replace) REPLACE=(--replace); shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) [ -n "$RAW" ] || die "unknown argument '$1' (options for preprocess.py go after --raw DIR)"
+           EXTRA+=("$1"); shift ;;
+    esac
+done
+[ -z "$RAW" ] || [ -z "$ARCHIVE_PATH" ] || die "--raw and --archive exclude each other"
+
 cd "$(dirname "$0")"
 if [ -z "${PYTHON:-}" ]; then
     if [ -x ../../.venv/bin/python ]; then PYTHON=../../.venv/bin/python; else PYTHON=python3; fi
 fi
 
-if [ "${1:-}" = "--raw" ]; then
-    raw=$2; shift 2
-    exec "$PYTHON" preprocess.py --raw "$raw" --out . "$@"
+if [ -n "$RAW" ]; then
+    exec "$PYTHON" preprocess.py --raw "$RAW" --out . ${REPLACE[@]+"${REPLACE[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
+fi
+
+# Refused before anything is downloaded or unpacked (preprocess.py --install checks again).
+if [ ${#REPLACE[@]} -eq 0 ]; then
+    for d in train_data test_hot_data test_cold_data; do
+        if [ -d "$d" ] && [ -n "$(find "$d" -mindepth 1 -maxdepth 1 ! -name '.*' -print -quit)" ]; then
+            die "$(pwd)/$d already holds files; choose another folder, or --replace to replace them"
+        fi
+    done
+    [ ! -e max_idxs.json ] || die "$(pwd)/max_idxs.json exists (an earlier run's output); --replace to replace that run's output"
 fi
 
 URL=${METAHEAC_DATA_URL:-https://paddlerec.bj.bcebos.com/datasets/lookalike/Lookalike_data.rar}
 ARCHIVE=$(basename "$URL")
-if [ "${1:-}" = "--archive" ]; then
-    ARCHIVE=$(basename "$2")
-    [ "$2" = "$(pwd)/$ARCHIVE" ] || cp "$2" "$ARCHIVE"
-    shift 2
+if [ -n "$ARCHIVE_PATH" ]; then
+    ARCHIVE=$(basename "$ARCHIVE_PATH")
+    [ "$ARCHIVE_PATH" = "$(pwd)/$ARCHIVE" ] || cp "$ARCHIVE_PATH" "$ARCHIVE"
 fi
 if [ ! -f "$ARCHIVE" ]; then
     if command -v wget >/dev/null; then wget -O "$ARCHIVE.part" "$URL"; else curl -fL -o "$ARCHIVE.part" "$URL"; fi
@@ -47,7 +74,7 @@ fi
 actual=$(sha256sum "$ARCHIVE" | cut -d' ' -f1)
 expected=${METAHEAC_DATA_SHA256:-$(awk -v f="$ARCHIVE" '$2 == f {print $1}' checksums.sha256 2>/dev/null || true)}
 if [ -z "$expected" ]; then
-    if [ "${1:-}" != "--trust" ]; then
+    if [ "$TRUST" != 1 ]; then
         echo "no recorded checksum for $ARCHIVE; its SHA-256 is $actual" >&2
         echo "verify it against a trusted source, then run: bash $0 --trust" >&2
         exit 3
@@ -61,26 +88,17 @@ if [ "$actual" != "$expected" ]; then
 fi
 
 rm -rf unpacked && mkdir unpacked
+trap 'rm -rf unpacked' EXIT
 case "$ARCHIVE" in
     *.zip) "$PYTHON" -m zipfile -e "$ARCHIVE" unpacked/ ;;
     *.rar) if command -v unrar >/dev/null; then unrar e -inul "$ARCHIVE" unpacked/
            elif command -v 7z >/dev/null; then 7z e -bd -ounpacked "$ARCHIVE" >/dev/null
            elif command -v bsdtar >/dev/null; then bsdtar -xf "$ARCHIVE" -C unpacked
-           else echo "unpacking $ARCHIVE needs unrar, 7z or bsdtar (e.g. apt-get install libarchive-tools)" >&2; exit 2; fi ;;
-    *) echo "unknown archive type: $ARCHIVE" >&2; exit 2 ;;
+           else die "unpacking $ARCHIVE needs unrar, 7z or bsdtar (e.g. apt-get install libarchive-tools)"; fi ;;
+    *) die "unknown archive type: $ARCHIVE" ;;
 esac
 
-mkdir -p train_data test_hot_data test_cold_data
-place() {  # place <file name> <folder>: find the file anywhere in the unpacked tree
-    found=$(find unpacked -name "$1" -type f | head -n 1)
-    [ -n "$found" ] || { echo "$1 is not in $ARCHIVE" >&2; exit 5; }
-    mv "$found" "$2/"
-}
-place train_stage1.pkl train_data
-place test_hot_stage1.pkl test_hot_data
-place test_hot_stage2.pkl test_hot_data
-place test_cold_stage1.pkl test_cold_data
-place test_cold_stage2.pkl test_cold_data
-rm -rf unpacked
+# The five pickles into train_data/, test_hot_data/, test_cold_data/, each with its manifest.
+"$PYTHON" preprocess.py --install unpacked --out . ${REPLACE[@]+"${REPLACE[@]}"}
 "$PYTHON" preprocess.py --check .
 echo "data ready: $(pwd)/{train_data,test_hot_data,test_cold_data}"

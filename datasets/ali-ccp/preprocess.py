@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Raw Ali-CCP (Tianchi data set 408) -> PaddleRec's Ali-CCP format, which ESMM and MMoE read.
 
-    python datasets/ali-ccp/preprocess.py --raw DIR --out OUT
+    python datasets/ali-ccp/preprocess.py --raw DIR --out OUT [--replace] [--format columnar --max-len FIELD=N ...]
+    python datasets/ali-ccp/preprocess.py --paddlerec DIR --out OUT [--replace]
 
 DIR holds ``sample_skeleton_{train,test}.csv`` and ``common_features_{train,test}.csv``:
 
@@ -17,7 +18,8 @@ fields in FIELDS order); test ids never seen in training are dropped (their fiel
 empty). Output, one impression per line (fields in FIELDS order):
 
     OUT/train_data/train.txt, OUT/test_data/test.txt:  sample_id,click,purchase,<field>:<id>,...
-    OUT/meta.json: sparse_feature_number (N), rows, clicks, purchases, dropped test ids
+    OUT/meta.json: sparse_feature_number (N), rows, clicks, purchases, dropped test ids, the
+                   SHA-256s of the raw files (also in OUT/sources.sha256), id_space
 
 ``--format columnar`` writes our columnar CSV instead (header ``click,purchase,<field>:0,...,
 <field>_length,...``: each field's ids padded with 0 to its ``--max-len`` width, which must equal
@@ -29,11 +31,22 @@ Bounded memory and bulk parsing: files are read in blocks of whole lines, each b
 numpy (separators, field names packed into integers, ids by one np.fromstring); the filtered
 common features are stored on disk (a memory-mapped array) and gathered per block. Every row
 is checked (column count, feature_num against the features present, known common index,
-numbers): an error names file and line. Outputs go to a staging folder renamed at the end.
+numbers): an error names file and line.
+
+``--paddlerec DIR`` installs PaddleRec's preprocessed ``traindata_10w.csv`` / ``testdata_10w.csv``
+as they are (their ids: PaddleRec's vocabulary, sparse_feature_number 737946).
+
+Outputs (models/common/artifacts.py): each data folder is written in a hidden staging folder and
+renamed into place with a ``manifest.json`` (its files, bytes, rows, and the ``id_space``
+fingerprint of the id remapping); meta.json (and sources.sha256) are written atomically, last,
+and carry the same ``id_space``. A non-empty train_data/test_data or an earlier meta.json is
+refused (exit status 2) unless ``--replace``: then the earlier run's files are all replaced, never
+mixed with the new ones. A killed run leaves only hidden leftovers, removed by the next run.
 """
 import argparse
+import contextlib
+import hashlib
 import io
-import json
 import os
 import shutil
 import sys
@@ -45,6 +58,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 from models.common.datasets.aliccp import DEFAULT_MAX_LEN, FIELDS  # noqa: E402
 from models.common.data import iter_line_blocks, parse_spaced_numbers  # noqa: E402
+from models.common.artifacts import (Artifact, ArtifactError, fingerprint, write_atomic, write_json,  # noqa: E402
+                                     writing_into)
 
 BLOCK_BYTES = 4 << 20  # common features (long lines, few of them)
 SKELETON_BLOCK_BYTES = 256 << 10  # skeleton lines gain ~800 common pairs each: keeps a block ~1M pairs
@@ -52,6 +67,12 @@ FIELD_CODES = np.array([int.from_bytes(f.encode().ljust(8, b"\0"), "little") for
 FIELD_ORDER = np.argsort(FIELD_CODES)
 SORTED_CODES = FIELD_CODES[FIELD_ORDER]
 FIELD_TEXT = [f.encode() for f in FIELDS]
+OUTPUTS = ("train_data", "test_data")  # the data folders (runner.train_data_dir / test_data_dir)
+SIDE_FILES = ("meta.json", "sources.sha256")
+RAW_FILES = ("sample_skeleton_train.csv", "common_features_train.csv", "sample_skeleton_test.csv",
+             "common_features_test.csv")
+PADDLEREC_FILES = {"train": "traindata_10w.csv", "test": "testdata_10w.csv"}
+PADDLEREC_SPARSE_FEATURE_NUMBER = 737946  # PaddleRec's vocabulary (models/multitask/esmm/config_bigdata.yaml)
 
 
 class RawDataError(ValueError):
@@ -385,10 +406,116 @@ def convert(split, raw_dir, out_path, work, vocab, learn, widths=None):
     return stats
 
 
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def outputs(out, replace, layout):
+    """The run's data folders as Artifacts {split: Artifact}, entered before any work: a non-empty
+    one, or a side file of an earlier run, is refused unless ``replace``. On success the earlier
+    side files are removed, then the folders published; the caller writes the side files last, so
+    a meta.json is only ever beside the folders of its own run."""
+    with contextlib.ExitStack() as stack:
+        arts = {split: stack.enter_context(Artifact(os.path.join(out, f"{split}_data"),
+                                                    kind=f"Ali-CCP {split} rows ({layout})", replace=replace,
+                                                    data_set="aliccp", split=split))
+                for split in ("train", "test")}
+        side_files = [os.path.join(out, name) for name in SIDE_FILES if os.path.lexists(os.path.join(out, name))]
+        if side_files and not replace:
+            raise ArtifactError(f"{side_files[0]} exists (an earlier run's output); choose another --out, or "
+                                f"--replace to replace that run's output")
+        yield arts
+        for path in side_files:
+            os.remove(path)
+
+
+def write_side_files(out, meta, sources):
+    write_atomic(os.path.join(out, "sources.sha256"),
+                 lambda f: f.write("".join(f"{digest}  {name}\n" for name, digest in sources.items())))
+    write_json(os.path.join(out, "meta.json"), meta)  # last: a meta.json means the run completed
+
+
+def preprocess_raw(args, out, widths):
+    work = tempfile.mkdtemp(dir=out, prefix=".aliccp-work.")
+    try:
+        with outputs(out, args.replace, args.format) as arts:
+            sources = {name: sha256_file(os.path.join(args.raw, name)) for name in RAW_FILES
+                       if os.path.isfile(os.path.join(args.raw, name))}
+            vocab = Vocabulary()
+            stats = {}
+            for split, learn in (("train", True), ("test", False)):
+                name = f"{split}.txt"
+                stats[split] = convert(split, args.raw, os.path.join(arts[split].path, name), work, vocab, learn,
+                                       widths)
+                arts[split].rows[name] = stats[split]["rows"]
+                print(f"{split}: {stats[split]['rows']} rows, {stats[split]['clicks']} clicks, "
+                      f"{stats[split]['purchases']} purchases", flush=True)
+            # The ids: the remapping (field, raw id) -> id learnt on the training rows, and the widths.
+            vocabulary = hashlib.sha256(vocab.keys.astype("<i8").tobytes() + vocab.ids.astype("<i8").tobytes())
+            id_space = fingerprint({"data_set": "aliccp", "vocabulary": vocabulary.hexdigest(),
+                                    "sparse_feature_number": vocab.size + 1, "fields": FIELDS, "max_len": widths})
+            for art in arts.values():
+                art.fingerprints["id_space"] = id_space
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta = {"sparse_feature_number": vocab.size + 1, "fields": FIELDS, "counts": stats, "format": args.format,
+            "max_len": widths, "sources": sources, "id_space": id_space}
+    write_side_files(out, meta, sources)
+    print(f"test ids never seen in training (dropped): {stats['test']['dropped_ids']}")
+    print(f"sparse_feature_number: {vocab.size + 1}  (hyper_parameters.sparse_feature_number)")
+
+
+def copy_counting_lines(source, target):
+    """Copy ``source`` to ``target``; -> its number of lines (a last one without a newline counted)."""
+    lines, last = 0, b"\n"
+    with open(source, "rb") as f, open(target, "wb") as out:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            out.write(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def install_paddlerec(args, out):
+    """PaddleRec's preprocessed files, copied as they are (their ids: PaddleRec's vocabulary)."""
+    for name in PADDLEREC_FILES.values():
+        path = os.path.join(args.paddlerec, name)
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise RawDataError(f"{path} is empty or missing")
+    stats = {}
+    with outputs(out, args.replace, "paddlerec") as arts:
+        sources = {name: sha256_file(os.path.join(args.paddlerec, name)) for name in PADDLEREC_FILES.values()}
+        id_space = fingerprint({"data_set": "aliccp", "vocabulary": "PaddleRec's preprocessed files",
+                                "sources": sources})
+        for split, name in PADDLEREC_FILES.items():
+            rows = copy_counting_lines(os.path.join(args.paddlerec, name), os.path.join(arts[split].path, name))
+            arts[split].rows[name] = rows
+            arts[split].fingerprints["id_space"] = id_space
+            stats[split] = {"rows": rows}
+    meta = {"sparse_feature_number": PADDLEREC_SPARSE_FEATURE_NUMBER, "fields": FIELDS, "counts": stats,
+            "format": "paddlerec", "max_len": None, "sources": sources, "id_space": id_space,
+            "vocabulary": "PaddleRec's (their preprocessed traindata_10w.csv / testdata_10w.csv)"}
+    write_side_files(out, meta, sources)
+    print(f"installed PaddleRec's preprocessed Ali-CCP files into {out}/{{train_data,test_data}}")
+    print(f"sparse_feature_number: {PADDLEREC_SPARSE_FEATURE_NUMBER} (PaddleRec's vocabulary; "
+          f"models/multitask/esmm/config_bigdata.yaml)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", required=True, help="folder with sample_skeleton_* and common_features_*")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--raw", help="folder with sample_skeleton_* and common_features_*")
+    source.add_argument("--paddlerec", metavar="DIR", help="folder with PaddleRec's preprocessed traindata_10w.csv "
+                        "and testdata_10w.csv: installed as they are")
     parser.add_argument("--out", required=True, help="output parent folder")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace an earlier run's output (without it, a non-empty train_data/test_data or an "
+                             "existing meta.json is refused)")
     parser.add_argument("--format", choices=("paddlerec", "columnar"), default="paddlerec",
                         help="paddlerec: sample_id,click,purchase,<field>:<id>,... (default); columnar: our "
                              "columnar CSV, each field padded to its --max-len (the readers take both)")
@@ -398,40 +525,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
     widths = None
     if args.format == "columnar":
+        if args.paddlerec:
+            parser.error("--format columnar converts raw files (--raw); --paddlerec installs PaddleRec's files as they are")
         widths = {f: DEFAULT_MAX_LEN.get(f, 1) for f in FIELDS}
         for item in args.max_len:
             name, _, value = item.partition("=")
             if name not in widths or not value.isdigit() or int(value) < 1:
                 parser.error(f"--max-len {item!r}: expected FIELD=N with FIELD one of {FIELDS} and N >= 1")
             widths[name] = int(value)
-    os.makedirs(args.out, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=args.out, prefix=".aliccp-")
+    out = os.path.abspath(args.out)
     try:
-        vocab = Vocabulary()
-        stats = {}
-        for split, learn in (("train", True), ("test", False)):
-            os.makedirs(os.path.join(staging, f"{split}_data"))
-            stats[split] = convert(split, args.raw, os.path.join(staging, f"{split}_data", f"{split}.txt"),
-                                   staging, vocab, learn, widths)
-            print(f"{split}: {stats[split]['rows']} rows, {stats[split]['clicks']} clicks, "
-                  f"{stats[split]['purchases']} purchases", flush=True)
-        meta = {"sparse_feature_number": vocab.size + 1, "fields": FIELDS, "counts": stats, "format": args.format,
-                "max_len": widths}
-        with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-        for entry in ("train_data", "test_data", "meta.json"):
-            target = os.path.join(args.out, entry)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(staging, entry), target)
-    except RawDataError as error:
+        if os.path.lexists(out) and not os.path.isdir(out):
+            raise RawDataError(f"--out {out} is not a folder")
+        with writing_into(out, OUTPUTS + SIDE_FILES + ("aliccp-work",)):
+            if args.paddlerec:
+                install_paddlerec(args, out)
+            else:
+                preprocess_raw(args, out, widths)
+    except (RawDataError, ArtifactError) as error:
         print(f"preprocess.py: error: {error}", file=sys.stderr)
         return 2
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"test ids never seen in training (dropped): {stats['test']['dropped_ids']}")
-    print(f"sparse_feature_number: {vocab.size + 1}  (hyper_parameters.sparse_feature_number)")
-    print(f"wrote {args.out}/train_data, {args.out}/test_data, {args.out}/meta.json")
+    print(f"wrote {out}/train_data, {out}/test_data (each with its manifest.json), {out}/meta.json")
     return 0
 
 

@@ -6,10 +6,14 @@
 #                                               # common_features_{train,test}.csv (joined and remapped by
 #                                               # preprocess.py), or PaddleRec's traindata_10w.csv/testdata_10w.csv
 #   bash datasets/ali-ccp/run.sh --out DIR      # output parent folder (default: this folder)
+#   bash datasets/ali-ccp/run.sh --replace      # replace an earlier run's output in <out> (else refused)
 #   bash datasets/ali-ccp/run.sh --raw DIR -- --format columnar   # options after -- go to preprocess.py
 #
 # Output: <out>/train_data/, <out>/test_data/ (the folders models/multitask/esmm/config_bigdata.yaml
-# reads) and, for raw input, <out>/meta.json with sparse_feature_number.
+# reads), each with a manifest.json (its files, bytes, rows and the id_space fingerprint of the
+# ids), and <out>/meta.json (sparse_feature_number, counts, SHA-256s of the sources, the same id_space).
+# A non-empty train_data/test_data or an existing meta.json is refused (exit status 2) unless
+# --replace; a run never leaves half its output, nor a mix of two runs, under the final names.
 #
 # The raw Ali-CCP files (Tianchi data set 408) need a Tianchi login: download them by hand and
 # use --raw. Verification: no checksums are published; every row is checked while converting
@@ -23,8 +27,10 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BASE="${ALICCP_BASE_URL:-https://paddlerec.bj.bcebos.com/esmm}"
-USAGE_LINES=12
-source "$HERE/../common.sh"  # die, usage, parse_args, PY, sha256_of
+USAGE_LINES=16
+source "$HERE/../common.sh"  # die, usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY
+die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
+fail() { echo "run.sh: error: $*" >&2; exit 1; }
 parse_args "$@"
 
 # PaddleRec's preprocessed files: first line must look like id,0|1,0|1,<field>:<id>,...
@@ -37,12 +43,7 @@ check_paddlerec_file() {
 install_paddlerec() {  # $1: folder with traindata_10w.csv and testdata_10w.csv
   local f
   for f in traindata_10w.csv testdata_10w.csv; do check_paddlerec_file "$1/$f"; done
-  mkdir -p "$OUT/train_data" "$OUT/test_data"
-  cp -f "$1/traindata_10w.csv" "$OUT/train_data/.traindata_10w.csv.part" && mv -f "$OUT/train_data/.traindata_10w.csv.part" "$OUT/train_data/traindata_10w.csv"
-  cp -f "$1/testdata_10w.csv" "$OUT/test_data/.testdata_10w.csv.part" && mv -f "$OUT/test_data/.testdata_10w.csv.part" "$OUT/test_data/testdata_10w.csv"
-  { for f in traindata_10w.csv testdata_10w.csv; do echo "$(sha256_of "$1/$f")  $f"; done; } > "$OUT/sources.sha256"
-  echo "installed PaddleRec's preprocessed Ali-CCP files into $OUT/{train_data,test_data}"
-  echo "sparse_feature_number: 737946 (PaddleRec's vocabulary; models/multitask/esmm/config_bigdata.yaml)"
+  "$PY" "$HERE/preprocess.py" --paddlerec "$1" --out "$OUT" ${REPLACE_ARGS[@]+"${REPLACE_ARGS[@]}"}
 }
 
 mkdir -p "$OUT"
@@ -53,9 +54,9 @@ if [ -z "$RAW" ]; then
   for f in traindata_10w.csv testdata_10w.csv; do
     if [ ! -s "$RAW/$f" ]; then
       echo "downloading $BASE/$f"
-      if command -v curl >/dev/null 2>&1; then curl -fL --retry 5 -o "$RAW/$f.part" "$BASE/$f" || die "download of $f failed"
-      elif command -v wget >/dev/null 2>&1; then wget --tries=5 -O "$RAW/$f.part" "$BASE/$f" || die "download of $f failed"
-      else die "need curl or wget"; fi
+      if command -v curl >/dev/null 2>&1; then curl -fL --retry 5 -o "$RAW/$f.part" "$BASE/$f" || fail "download of $f failed"
+      elif command -v wget >/dev/null 2>&1; then wget --tries=5 -O "$RAW/$f.part" "$BASE/$f" || fail "download of $f failed"
+      else fail "need curl or wget"; fi
       mv -f "$RAW/$f.part" "$RAW/$f"
     fi
   done
@@ -68,9 +69,8 @@ else
       [ -f "$RAW/$f" ] || die "$RAW has sample_skeleton_train.csv but no $f"
     done
     echo "joining and remapping the raw Ali-CCP files in $RAW -> $OUT with $PY"
-    "$PY" "$HERE/preprocess.py" --raw "$RAW" --out "$OUT" ${EXTRA[@]+"${EXTRA[@]}"}
-    { for f in sample_skeleton_train.csv common_features_train.csv sample_skeleton_test.csv common_features_test.csv; do
-        echo "$(sha256_of "$RAW/$f")  $f"; done; } > "$OUT/sources.sha256"
+    "$PY" "$HERE/preprocess.py" --raw "$RAW" --out "$OUT" ${REPLACE_ARGS[@]+"${REPLACE_ARGS[@]}"} \
+      ${EXTRA[@]+"${EXTRA[@]}"}
   elif [ -f "$RAW/traindata_10w.csv" ]; then
     install_paddlerec "$RAW"
   else

@@ -20,22 +20,28 @@ Neither label nor anything computed from a label is a feature.
 
 Split: census-income.test when DIR has it (the official train/test files), else a seeded
 permutation of census-income.data (``--test-fraction`` to test). Every row must have 42 fields
-and known label values: an error names file and line. Outputs are written into a staging
-folder and renamed into place at the end, so a crash never leaves half output.
+and known label values: an error names file and line.
+
+train_data and test_data are artifacts (models/common/artifacts.py): each written into a hidden
+staging folder beside it and renamed into place with a ``manifest.json`` (its CSV with bytes and
+rows; ``fingerprints.id_space``, a digest of the feature names, the numeric statistics and the
+split), and meta.json, written last and atomically, carries the same ``id_space``: a crash never
+leaves half output under the final names, and a consumer can tell which folders and meta.json
+belong together. An output that already exists is refused (exit 2) unless ``--replace`` is given;
+one run at a time writes into OUT, and the leftovers of a killed run are removed.
 """
 import argparse
+import contextlib
 import io
-import json
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from models.common.artifacts import Artifact, ArtifactError, fingerprint, write_json, writing_into  # noqa: E402
 from models.common.datasets.census import FEATURES, LABELS  # noqa: E402  (the columns the readers read)
 
 COLUMNS = [
@@ -62,10 +68,12 @@ class RawDataError(ValueError):
     pass
 
 
-def read_raw(path):
-    """The raw file as a DataFrame of strings (42 named columns); a bad row names its line."""
+def read_raw(path, shown=None):
+    """The raw file as a DataFrame of strings (42 named columns); a bad row names its line, in the
+    file ``shown`` (what the user gave: run.sh unpacks into a temporary folder) or the link's target."""
     with open(path, "rb") as f:
         raw = f.read()
+    path = shown or os.path.realpath(path)
     a = np.frombuffer(raw, dtype=np.uint8)
     newline = np.flatnonzero(a == 10)
     ends = np.r_[newline, len(a)] if (len(a) and a[-1] != 10) else newline
@@ -148,56 +156,75 @@ def split(frame, seed, fraction):
     return frame.iloc[np.sort(order[n_test:])], frame.iloc[np.sort(order[:n_test])]
 
 
+def read_and_split(args):
+    """(train, test, how the split was made) from the raw folder."""
+    origins = dict(o.split("=", 1) for o in args.origin)
+    frame = read_raw(os.path.join(args.raw, "census-income.data"), origins.get("census-income.data"))
+    test_file = os.path.join(args.raw, "census-income.test")
+    if os.path.isfile(test_file):
+        return frame, read_raw(test_file, origins.get("census-income.test")), "official census-income.test"
+    if not 0 < args.test_fraction < 1:
+        raise RawDataError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    train, test = split(frame, args.seed, args.test_fraction)
+    return train, test, f"seeded split of census-income.data (seed {args.seed}, test fraction {args.test_fraction})"
+
+
+def preprocess(args):
+    """Write OUT/train_data, OUT/test_data (artifacts) and then OUT/meta.json; return meta."""
+    out = os.path.abspath(args.out)
+    meta_path = os.path.join(out, "meta.json")
+    with writing_into(out, ["train_data", "test_data", "meta.json"]), contextlib.ExitStack() as stack:
+        folders = {name: stack.enter_context(Artifact(
+            os.path.join(out, f"{name}_data"), f"census {name} split (columnar CSV)", replace=args.replace,
+            data_set="census", split=name)) for name in ("train", "test")}
+        if os.path.lexists(meta_path) and not args.replace:
+            raise ArtifactError(f"{meta_path} already exists; choose another folder, or --replace to replace it")
+        train, test, how = read_and_split(args)
+        stats, categories, names = fit(train)
+        id_space = fingerprint({"format": "census columnar CSV", "feature_names": names, "numeric_mean_std": stats,
+                                "split": how})
+        counts = {}
+        for name, part in (("train", train), ("test", test)):
+            y = labels(part)
+            write_csv(os.path.join(folders[name].path, f"census_{name}.csv"), part, stats, categories, names)
+            folders[name].rows[f"census_{name}.csv"] = len(part)
+            folders[name].fingerprints["id_space"] = id_space
+            folders[name].about["feature_dim"] = len(names)
+            counts[name] = {"rows": len(part), "income": int(y["income"].sum()), "marital": int(y["marital"].sum())}
+    meta = {"id_space": id_space, "feature_dim": len(names), "split": how, "counts": counts, "feature_names": names,
+            "numeric_mean_std": stats, "dropped": DROPPED}
+    write_json(meta_path, meta)  # last: it describes the folders now in place
+    return meta
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", required=True, help="folder with census-income.data (and census-income.test)")
     parser.add_argument("--out", required=True, help="output parent folder")
     parser.add_argument("--seed", type=int, default=2021, help="split seed (without census-income.test)")
     parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--replace", action="store_true",
+                        help="replace the outputs of an earlier run (without it, existing outputs are refused)")
+    parser.add_argument("--origin", action="append", default=[], metavar="NAME=WHAT",
+                        help="name the raw file NAME as WHAT in messages (run.sh: the archive it was unpacked from)")
     args = parser.parse_args(argv)
+    if any("=" not in o for o in args.origin):
+        parser.error("--origin takes NAME=WHAT")
     data = os.path.join(args.raw, "census-income.data")
     if not os.path.isfile(data):
         print(f"preprocess.py: error: {data} does not exist", file=sys.stderr)
         return 2
     try:
-        frame = read_raw(data)
-        test_file = os.path.join(args.raw, "census-income.test")
-        if os.path.isfile(test_file):
-            train, test = frame, read_raw(test_file)
-            how = "official census-income.test"
-        else:
-            if not 0 < args.test_fraction < 1:
-                raise RawDataError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-            train, test = split(frame, args.seed, args.test_fraction)
-            how = f"seeded split of census-income.data (seed {args.seed}, test fraction {args.test_fraction})"
-        stats, categories, names = fit(train)
-    except RawDataError as error:
+        meta = preprocess(args)
+    except (RawDataError, ArtifactError) as error:
         print(f"preprocess.py: error: {error}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=args.out, prefix=".census-")
-    try:
-        counts = {}
-        for name, part in (("train", train), ("test", test)):
-            y = labels(part)
-            write_csv(os.path.join(staging, f"{name}_data", f"census_{name}.csv"), part, stats, categories, names)
-            counts[name] = {"rows": len(part), "income": int(y["income"].sum()), "marital": int(y["marital"].sum())}
-        meta = {"feature_dim": len(names), "split": how, "counts": counts, "feature_names": names,
-                "numeric_mean_std": stats, "dropped": DROPPED}
-        with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-        for entry in ("train_data", "test_data", "meta.json"):
-            target = os.path.join(args.out, entry)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(staging, entry), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    counts, how, dim = meta["counts"], meta["split"], meta["feature_dim"]
     for name, c in counts.items():
         print(f"{name}: {c['rows']} rows, income>50K: {c['income']}, never married: {c['marital']}")
     print(f"split: {how}")
-    print(f"feature_dim: {len(names)}  (set -o hyper_parameters.feature_dim={len(names)} if your config differs)")
-    print(f"wrote {args.out}/train_data, {args.out}/test_data, {args.out}/meta.json")
+    print(f"feature_dim: {dim}  (set -o hyper_parameters.feature_dim={dim} if your config differs)")
+    print(f"id space {meta['id_space']}; wrote {args.out}/train_data, {args.out}/test_data, {args.out}/meta.json")
     for file, expected in FULL_ROWS.items():
         got = counts["train"]["rows"] if file.endswith(".data") and how.startswith("official") else None
         if got is not None and got != expected:

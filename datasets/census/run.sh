@@ -4,10 +4,15 @@
 #   bash datasets/census/run.sh                 # download census.tar.gz from UCI, verify, preprocess
 #   bash datasets/census/run.sh --raw DIR       # use DIR/census-income.data[.gz] (+ .test[.gz]) or DIR/census.tar.gz
 #   bash datasets/census/run.sh --out DIR       # output parent folder (default: this folder)
+#   bash datasets/census/run.sh --replace       # replace an earlier run's output in <out> (else refused)
 #   bash datasets/census/run.sh -- --seed 7     # anything after -- goes to preprocess.py
 #
-# Output: <out>/train_data/census_train.csv, <out>/test_data/census_test.csv, <out>/meta.json;
-# the feature count printed at the end is hyper_parameters.feature_dim of the configs.
+# Output: <out>/train_data/census_train.csv, <out>/test_data/census_test.csv, each folder with a
+# manifest.json (its file, bytes, rows and the id_space fingerprint of the feature layout), and
+# <out>/meta.json (the same id_space); the feature count printed at the end is
+# hyper_parameters.feature_dim of the configs. An existing output is refused (exit status 2) unless
+# --replace; a run never leaves half its output, nor a mix of two runs, under the final names.
+# Errors in the arguments or the input: exit status 2.
 #
 # Verification: UCI publishes no checksum. A download is checked for the row counts of the full
 # files (census-income.data 199,523 rows, census-income.test 99,762) and its SHA-256 is recorded
@@ -19,13 +24,17 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 URL="${CENSUS_URL:-https://archive.ics.uci.edu/ml/machine-learning-databases/census-income-mld/census.tar.gz}"
-USAGE_LINES=10
-source "$HERE/../common.sh"  # die, usage, parse_args, PY, sha256_of
+USAGE_LINES=16
+source "$HERE/../common.sh"  # die, usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY, sha256_of
+die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
+fail() { echo "run.sh: error: $*" >&2; exit 1; }  # the network or the machine
 parse_args "$@"
 
 records() { awk 'END { print NR }' "$1"; }  # counts a last line without a newline too
 
-# Unpack DIR/census.tar.gz or DIR/*.gz into the work folder $2 (never modifying DIR).
+# Unpack DIR/census.tar.gz or DIR/*.gz into the work folder $2 (never modifying DIR); ORIGINS
+# tells preprocess.py what each unpacked file came from, so that its messages name the user's file.
+ORIGINS=()
 unpack() {
   local src="$1" work="$2" name
   if [ -f "$src/census.tar.gz" ] && [ ! -f "$src/census-income.data" ] && [ ! -f "$src/census-income.data.gz" ]; then
@@ -38,11 +47,14 @@ unpack() {
     fi
     tar -xzf "$src/census.tar.gz" -C "$work" || die "could not extract $src/census.tar.gz (damaged? delete it and rerun)"
     find "$work" -mindepth 2 -name 'census-income.*' -exec mv -f {} "$work/" \;
+    for name in census-income.data census-income.test; do ORIGINS+=(--origin "$name=$src/census.tar.gz ($name)"); done
   fi
   for name in census-income.data census-income.test; do
     if [ -f "$work/$name" ]; then :
     elif [ -f "$src/$name" ]; then ln -sf "$src/$name" "$work/$name"
-    elif [ -f "$src/$name.gz" ]; then gzip -dc "$src/$name.gz" > "$work/$name" || die "could not decompress $src/$name.gz"
+    elif [ -f "$src/$name.gz" ]; then
+      gzip -dc "$src/$name.gz" > "$work/$name" || die "could not decompress $src/$name.gz"
+      ORIGINS+=(--origin "$name=$src/$name.gz (decompressed)")
     elif [ -f "$work/$name.gz" ]; then gzip -dc "$work/$name.gz" > "$work/$name" || die "could not decompress $work/$name.gz"
     fi
   done
@@ -57,9 +69,9 @@ if [ -z "$RAW" ]; then
   mkdir -p "$RAW"
   if [ ! -f "$RAW/census.tar.gz" ]; then
     echo "downloading $URL -> $RAW/census.tar.gz"
-    if command -v curl >/dev/null 2>&1; then curl -fL --retry 5 -o "$RAW/census.tar.gz.part" "$URL" || die "download failed"
-    elif command -v wget >/dev/null 2>&1; then wget --tries=5 -O "$RAW/census.tar.gz.part" "$URL" || die "download failed"
-    else die "need curl or wget to download $URL"; fi
+    if command -v curl >/dev/null 2>&1; then curl -fL --retry 5 -o "$RAW/census.tar.gz.part" "$URL" || fail "download failed"
+    elif command -v wget >/dev/null 2>&1; then wget --tries=5 -O "$RAW/census.tar.gz.part" "$URL" || fail "download failed"
+    else fail "need curl or wget to download $URL"; fi
     mv -f "$RAW/census.tar.gz.part" "$RAW/census.tar.gz"
     rm -f "$RAW/census.tar.gz.sha256"
   fi
@@ -84,4 +96,4 @@ fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 echo "preprocessing $RAW -> $OUT/{train_data,test_data} with $PY"
-"$PY" "$HERE/preprocess.py" --raw "$WORK" --out "$OUT" ${EXTRA[@]+"${EXTRA[@]}"}
+"$PY" "$HERE/preprocess.py" --raw "$WORK" --out "$OUT" ${ORIGINS[@]+"${ORIGINS[@]}"} ${REPLACE_ARGS[@]+"${REPLACE_ARGS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}

@@ -29,13 +29,23 @@ row index, so it does not depend on chunking and reruns give identical bytes.
 The file is read in blocks of whole lines (``--block-mb``); each block is
 checked for its field count with numpy (pandas would silently pad short rows)
 and parsed with ``pandas.read_csv``; the whole pipeline is vectorised per block,
-so an 11 GB file never has to fit in memory. Every output file is written under
-a temporary name and renamed when complete, inside a staging folder that is
-renamed into place only at the end, so a crash never leaves half output.
+so an 11 GB file never has to fit in memory.
+
+Each split folder is an artifact (models/common/artifacts.py): written into a
+hidden staging folder beside it and renamed into place at the end with a
+``manifest.json`` (its part files with bytes and rows; ``fingerprints.id_space``,
+equal for the two folders of one run: a digest of the hash scheme,
+``--hash-buckets``, the dense normalisation, the split and the raw bytes read), so
+a crash never leaves half output under the final names. A folder that already
+holds files is refused (exit 2) unless ``--replace`` is given; one run at a time
+writes into ``--out``, and the leftovers of a killed run are removed.
 """
 import argparse
+import contextlib
 import csv
+import functools
 import gzip
+import hashlib
 import io
 import os
 import shutil
@@ -49,6 +59,7 @@ from pandas.util import hash_array
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from models.common.artifacts import Artifact, ArtifactError, fingerprint, writing_into  # noqa: E402
 from models.common.datasets.criteo import DENSE, LABEL, NUM_DENSE, NUM_SPARSE, SPARSE  # noqa: E402  (the format the readers read)
 
 DENSE_COLS = ["I%d" % i for i in range(1, NUM_DENSE + 1)]
@@ -65,7 +76,6 @@ TARBALL_NAMES = (
     "dac.tar.gz",
     "criteo-research-kaggle-display-advertising-challenge-dataset.tar.gz",
 )
-STAGING_NAME = ".criteo_preprocess.partial"
 
 
 class InputError(Exception):
@@ -225,8 +235,9 @@ def validate_numbers(df, path, first_line):
     return label.astype(np.int64), dense
 
 
+@functools.lru_cache(maxsize=None)
 def dense_token_tables():
-    """For each dense feature, the output token of every integer in [min, cap]."""
+    """For each dense feature, the output token of every integer in [min, cap] (made once)."""
     tables = []
     for lo, hi in zip(DENSE_MIN.tolist(), DENSE_CAP.tolist()):
         span = float(hi - lo)
@@ -287,139 +298,141 @@ def format_lines(label, dense_idx, ids, tables, rows):
 # output
 # ----------------------------------------------------------------------------
 class PartWriter:
-    """Writes part-00000.txt, part-00001.txt, ... each with <= limit lines,
-    each under a temporary name renamed once the file is complete."""
+    """Writes part-00000.txt, part-00001.txt, ... each with <= limit lines into
+    ``folder`` (a split's staging folder: nothing in it is read before the whole
+    folder is renamed into place); ``rows`` maps each file name to its lines."""
 
     def __init__(self, folder, lines_per_file):
         self.folder = folder
         self.limit = lines_per_file
-        self.files = 0
-        self.rows = 0
+        self.rows = {}
         self.positives = 0
         self._fh = None
-        self._tmp = None
-        self._final = None
-        self._in_file = 0
+        self._name = None
 
     def _open(self):
-        self._final = os.path.join(self.folder, "part-%05d.txt" % self.files)
-        self._tmp = self._final + ".tmp"
-        self._fh = open(self._tmp, "w", encoding="ascii", newline="\n")
-        self._in_file = 0
+        self._name = "part-%05d.txt" % len(self.rows)
+        self.rows[self._name] = 0
+        self._fh = open(os.path.join(self.folder, self._name), "w", encoding="ascii", newline="\n")
 
     def _finish(self):
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        os.replace(self._tmp, self._final)
         self._fh = None
-        self.files += 1
 
     def write(self, lines, positives):
-        self.rows += len(lines)
         self.positives += positives
         start = 0
         while start < len(lines):
             if self._fh is None:
                 self._open()
-            take = min(len(lines) - start, self.limit - self._in_file)
+            take = min(len(lines) - start, self.limit - self.rows[self._name])
             self._fh.write("\n".join(lines[start:start + take]))
             self._fh.write("\n")
-            self._in_file += take
+            self.rows[self._name] += take
             start += take
-            if self._in_file >= self.limit:
+            if self.rows[self._name] >= self.limit:
                 self._finish()
 
-    def close(self):
+    def close(self, complete=True):
         if self._fh is not None:
-            self._finish()
-
-
-def publish(staging, out, names):
-    """Move the finished split folders from the staging area into place."""
-    for name in names:
-        final = os.path.join(out, name)
-        old = os.path.join(out, ".%s.old" % name)
-        if os.path.lexists(old):
-            shutil.rmtree(old)
-        if os.path.lexists(final):
-            os.replace(final, old)
-        os.replace(os.path.join(staging, name), final)
-        if os.path.lexists(old):
-            shutil.rmtree(old)
-    shutil.rmtree(staging)
+            if complete:
+                self._finish()
+            else:
+                self._fh.close()
+                self._fh = None
 
 
 # ----------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------
-def preprocess(args):
-    t0 = time.time()
-    path = resolve_raw(args.raw)
+def convert(args, path, writers, t0):
+    """Stream the raw file into the split writers; return (rows, SHA-256 of the raw
+    bytes read: the header and the rows used, each line ending with a newline)."""
     sep, header = detect_format(path, args.csv_header)
     names = header if header else COLUMNS
     first_line = 2 if header else 1
-
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    staging = os.path.join(out, STAGING_NAME)
-    if os.path.lexists(staging):  # left over from a crashed run: never mix it in
-        shutil.rmtree(staging)
-    writers = {}
-    for split, name in (("train", args.train_name), ("test", args.test_name)):
-        os.makedirs(os.path.join(staging, name))
-        writers[split] = PartWriter(os.path.join(staging, name), args.lines_per_file)
-
+    digest = hashlib.sha256()
     tables = dense_token_tables()
     rows_done = 0
     next_report = 5_000_000
-    try:
-        with open(path, "rb") as f:
-            if header:
-                f.readline()
-            for block in iter_line_blocks(f, int(args.block_mb * (1 << 20))):
-                if args.max_rows is not None and rows_done >= args.max_rows:
-                    break
-                n = check_field_counts(block, sep, path, first_line)
-                df = parse_block(block, sep, names, path, first_line)
-                if len(df) != n:
-                    raise InputError("%s: lines %d..%d: parsed %d rows from %d lines"
-                                     % (path, first_line, first_line + n - 1, len(df), n))
-                if args.max_rows is not None and rows_done + n > args.max_rows:
-                    n = args.max_rows - rows_done
-                    df = df.iloc[:n]
-                label, dense = validate_numbers(df, path, first_line)
-                dense_idx = normalise_dense(dense)
-                ids = hash_sparse(df, args.hash_buckets)
-                is_test = draw_test_rows(np.arange(rows_done, rows_done + n, dtype=np.uint64),
-                                    args.seed, args.test_fraction)
-                for split, rows in (("train", ~is_test), ("test", is_test)):
-                    if rows.any():
-                        lines = format_lines(label, dense_idx, ids, tables, rows)
-                        writers[split].write(lines, int(label[rows].sum()))
-                rows_done += n
-                first_line += n
-                if rows_done >= next_report:
-                    print("  %d rows, %.0f s" % (rows_done, time.time() - t0),
-                          file=sys.stderr, flush=True)
-                    next_report += 5_000_000
-        for w in writers.values():
-            w.close()
-    except BaseException:
-        for w in writers.values():
-            if w._fh is not None:
-                w._fh.close()
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    publish(staging, out, [args.train_name, args.test_name])
+    with open(path, "rb") as f:
+        if header:
+            digest.update(f.readline())
+        for block in iter_line_blocks(f, int(args.block_mb * (1 << 20))):
+            if args.max_rows is not None and rows_done >= args.max_rows:
+                break
+            n = check_field_counts(block, sep, path, first_line)
+            df = parse_block(block, sep, names, path, first_line)
+            if len(df) != n:
+                raise InputError("%s: lines %d..%d: parsed %d rows from %d lines"
+                                 % (path, first_line, first_line + n - 1, len(df), n))
+            if args.max_rows is not None and rows_done + n > args.max_rows:
+                n = args.max_rows - rows_done
+                df = df.iloc[:n]
+                block = block[:int(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)[n - 1]) + 1]
+            digest.update(block)
+            label, dense = validate_numbers(df, path, first_line)
+            dense_idx = normalise_dense(dense)
+            ids = hash_sparse(df, args.hash_buckets)
+            is_test = draw_test_rows(np.arange(rows_done, rows_done + n, dtype=np.uint64),
+                                     args.seed, args.test_fraction)
+            for split, rows in (("train", ~is_test), ("test", is_test)):
+                if rows.any():
+                    lines = format_lines(label, dense_idx, ids, tables, rows)
+                    writers[split].write(lines, int(label[rows].sum()))
+            rows_done += n
+            first_line += n
+            if rows_done >= next_report:
+                print("  %d rows, %.0f s" % (rows_done, time.time() - t0),
+                      file=sys.stderr, flush=True)
+                next_report += 5_000_000
+    return rows_done, digest.hexdigest()
+
+
+def encoding(args, raw_sha256):
+    """What decides the ids and the rows of each split; its fingerprint is the id space."""
+    return {"format": "PaddleRec criteo slot format",
+            "sparse": "pandas.util.hash_array (SipHash, fixed key) of 'C<k>=<value>' % hash_buckets",
+            "hash_buckets": args.hash_buckets,
+            "dense": {"min": DENSE_MIN.tolist(), "cap": DENSE_CAP.tolist(), "value": "(x - min) / (cap - min), %.6g"},
+            "split": {"draw": "splitmix64(seed, row index) < test_fraction", "seed": args.seed,
+                      "test_fraction": args.test_fraction},
+            "raw_sha256": raw_sha256}
+
+
+def preprocess(args):
+    t0 = time.time()
+    out = os.path.abspath(args.out)
+    names = {"train": args.train_name, "test": args.test_name}
+    with writing_into(out, names.values()), contextlib.ExitStack() as stack:
+        folders = {split: stack.enter_context(Artifact(
+            os.path.join(out, name), "criteo %s split (PaddleRec slot format)" % split, replace=args.replace,
+            data_set="criteo", split=split)) for split, name in names.items()}
+        path = resolve_raw(args.raw)
+        writers = {split: PartWriter(art.path, args.lines_per_file) for split, art in folders.items()}
+        try:
+            rows_done, raw_sha256 = convert(args, path, writers, t0)
+        except BaseException:
+            for w in writers.values():
+                w.close(complete=False)
+            raise
+        about = encoding(args, raw_sha256)
+        id_space = fingerprint(about)
+        for split, art in folders.items():
+            writers[split].close()
+            art.rows.update(writers[split].rows)
+            art.fingerprints["id_space"] = id_space
+            art.about["encoding"] = about
 
     seconds = time.time() - t0
-    for split, name in (("train", args.train_name), ("test", args.test_name)):
+    for split, name in names.items():
         w = writers[split]
         print("%s: %d rows (%d positives) in %d file(s) -> %s"
-              % (split, w.rows, w.positives, w.files, os.path.join(out, name)))
-    print("done: %d rows from %s in %.1f s" % (rows_done, path, seconds))
-    return {s: (w.rows, w.positives, w.files) for s, w in writers.items()}
+              % (split, sum(w.rows.values()), w.positives, len(w.rows), os.path.join(out, name)))
+    print("id space %s; done: %d rows from %s in %.1f s" % (id_space, rows_done, path, seconds))
+    return {s: (sum(w.rows.values()), w.positives, len(w.rows)) for s, w in writers.items()}
 
 
 def parse_args(argv=None):
@@ -444,6 +457,9 @@ def parse_args(argv=None):
                    help="bytes read and processed per step, in MiB")
     p.add_argument("--max-rows", type=int, default=None,
                    help="stop after this many rows (quick trials)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the split folders of an earlier run (without it, a split "
+                        "folder that holds files is refused)")
     args = p.parse_args(argv)
     if not 0.0 <= args.test_fraction <= 1.0:
         p.error("--test-fraction must be in [0, 1]")
@@ -467,7 +483,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         preprocess(args)
-    except InputError as err:
+    except (InputError, ArtifactError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 2
     return 0

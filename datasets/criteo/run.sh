@@ -4,10 +4,14 @@
 #   bash datasets/criteo/run.sh                  # download dac.tar.gz, verify, extract, preprocess
 #   bash datasets/criteo/run.sh --raw DIR        # use DIR/train.txt or DIR/dac.tar.gz (no download)
 #   bash datasets/criteo/run.sh --out DIR        # output parent folder (default: this folder)
+#   bash datasets/criteo/run.sh --replace        # replace an earlier run's output in <out> (else refused)
 #   bash datasets/criteo/run.sh -- --test-fraction 0.2   # anything after -- goes to preprocess.py
 #
 # Output: <out>/slot_train_data_full/part-*.txt and <out>/slot_test_data_full/part-*.txt,
-# the folders models/rank/deepfm/config_bigdata.yaml reads.
+# the folders models/rank/deepfm/config_bigdata.yaml reads, each with a manifest.json (its files,
+# bytes, rows and the id_space fingerprint shared by the two folders of one run). A non-empty
+# output folder is refused (exit status 2) unless --replace; a run never leaves half its output,
+# nor a mix of two runs, under the final names. Errors in the arguments or the input: exit status 2.
 #
 # Checksums: Criteo publishes no checksum for this tarball (none found in its pages or in the
 # projects that download it). We therefore verify (1) the downloaded size against the size the
@@ -25,8 +29,10 @@ EXPECTED_LINES=45840617
 TRAIN_NAME=slot_train_data_full
 TEST_NAME=slot_test_data_full
 
-USAGE_LINES=10
-source "$HERE/../common.sh"  # die, usage, parse_args, PY, sha256_of
+USAGE_LINES=15
+source "$HERE/../common.sh"  # die, usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY, sha256_of
+die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
+fail() { echo "run.sh: error: $*" >&2; exit 1; }  # the network or the machine
 parse_args "$@"
 
 file_size() { wc -c < "$1" | tr -d ' '; }
@@ -61,15 +67,15 @@ download() {
       rc=0
       curl -fL --retry 5 --retry-delay 10 -o "$part" "$URL" || rc=$?
     fi
-    [ "$rc" = 0 ] || die "download failed (curl exit $rc); rerun to resume"
+    [ "$rc" = 0 ] || fail "download failed (curl exit $rc); rerun to resume"
   elif command -v wget >/dev/null 2>&1; then
     wget -c --tries=5 -O "$part" "$URL"
   else
-    die "need curl or wget to download $URL"
+    fail "need curl or wget to download $URL"
   fi
   if [ -n "$expected" ]; then
     [ "$(file_size "$part")" = "$expected" ] \
-      || die "$part has $(file_size "$part") bytes, server announced $expected (rerun to resume)"
+      || fail "$part has $(file_size "$part") bytes, server announced $expected (rerun to resume)"
   else
     echo "warning: the server announced no size; relying on gzip CRC and line count" >&2
   fi
@@ -157,4 +163,4 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 echo "preprocessing $RAW/train.txt -> $OUT/{$TRAIN_NAME,$TEST_NAME} with $PY"
 "$PY" "$HERE/preprocess.py" --raw "$RAW/train.txt" --out "$OUT" \
-  --train-name "$TRAIN_NAME" --test-name "$TEST_NAME" ${EXTRA[@]+"${EXTRA[@]}"}
+  --train-name "$TRAIN_NAME" --test-name "$TEST_NAME" ${REPLACE_ARGS[@]+"${REPLACE_ARGS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}

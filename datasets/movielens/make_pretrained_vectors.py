@@ -2,7 +2,7 @@
 model (models/recall/pretrained_dssm) fine-tunes on.
 
     python datasets/movielens/make_pretrained_vectors.py --raw DIR --out OUT [--dim 128] [--negatives 4]
-                                                         [--seed 2021] [--format npy|text]
+                                                         [--seed 2021] [--format npy|text] [--replace]
 
 1. Every rating is an interaction. Each user's interactions sorted by time: the last one is the
    test item, the one before it the validation item, the rest are training interactions
@@ -18,6 +18,12 @@ model (models/recall/pretrained_dssm) fine-tunes on.
 Writes OUT/train/ and OUT/valid/ (rows ``label,u_1..u_d,i_1..i_d`` as .npy shards or text),
 OUT/vectors/{users,items}.npy with {users,items}.txt (one id per line, same order), and
 OUT/interactions/{train,valid,test}.csv (user_id,item_id).
+
+OUT is written whole (staged, then renamed into place; datasets/movielens/output.py) with a
+manifest.json; train/, valid/, vectors/ and interactions/ have their own manifests (files, rows,
+and the ``id_space``: a digest of the raw tables, the user and item ids in vector order, --dim,
+--negatives, --seed and --format, equal in every folder of one run). A non-empty OUT is refused
+(exit status 2) unless --replace is given.
 """
 import argparse
 import os
@@ -28,6 +34,11 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from datasets.movielens import raw  # noqa: E402
+from datasets.movielens.output import data_folder, id_space, step_artifact  # noqa: E402
+from models.common.artifacts import ArtifactError  # noqa: E402
+
+KINDS = {"train": "pretrained-vector training pairs", "valid": "pretrained-vector validation pairs",
+         "vectors": "pretrained user and item vectors", "interactions": "user-item interactions split by time"}
 
 
 def split_by_time(ratings):
@@ -106,31 +117,40 @@ def pair_rows(pairs, negatives, seen, users, items, history, item_vec, rng, in_h
 
 
 def write_rows(folder, rows, fmt):
+    """-> the file's name in ``folder``."""
     os.makedirs(folder, exist_ok=True)
     if fmt == "npy":
         np.save(os.path.join(folder, "part-0.npy"), rows)
-    else:
-        np.savetxt(os.path.join(folder, "part-0.txt"), rows, fmt="%.6g", delimiter=",")
+        return "part-0.npy"
+    np.savetxt(os.path.join(folder, "part-0.txt"), rows, fmt="%.6g", delimiter=",")
+    return "part-0.txt"
 
 
 def write_dataset(out, train, valid, test, user_ids, item_ids, item_vec, negatives, seed, fmt):
-    """The layout the model's configs and scripts read (see the module docstring)."""
+    """The layout the model's configs and scripts read (see the module docstring), into the folder
+    ``out``; -> {folder: {file: rows}}."""
     rng = np.random.default_rng(seed)
+    written = {}
     users, items = pd.Index(user_ids), pd.Index(item_ids)
     everything = pd.concat([train, valid, test])
     seen = set((users.get_indexer(everything.user_id) * len(items) + items.get_indexer(everything.item_id)).tolist())
     history = history_sums(train, user_ids, item_ids, item_vec)
     for name, pairs in (("train", train), ("valid", valid)):
         rows = pair_rows(pairs, negatives, seen, users, items, history, item_vec, rng, in_history=name == "train")
-        write_rows(os.path.join(out, name), rows, fmt)
+        written[name] = {write_rows(os.path.join(out, name), rows, fmt): len(rows)}
     user_vec = (history[0] / np.maximum(history[1], 1)[:, None]).astype(np.float32)
     os.makedirs(os.path.join(out, "vectors"), exist_ok=True)
+    written["vectors"] = {}
     for name, ids, vectors in (("users", user_ids, user_vec), ("items", item_ids, item_vec)):
         np.save(os.path.join(out, "vectors", f"{name}.npy"), vectors)
         np.savetxt(os.path.join(out, "vectors", f"{name}.txt"), np.asarray(ids), fmt="%d")
+        written["vectors"].update({f"{name}.npy": len(ids), f"{name}.txt": len(ids)})
     os.makedirs(os.path.join(out, "interactions"), exist_ok=True)
+    written["interactions"] = {}
     for name, frame in (("train", train), ("valid", valid), ("test", test)):
         frame.to_csv(os.path.join(out, "interactions", f"{name}.csv"), index=False)
+        written["interactions"][f"{name}.csv"] = len(frame)  # rows under the header line
+    return written
 
 
 def main(argv=None):
@@ -141,12 +161,26 @@ def main(argv=None):
     parser.add_argument("--negatives", type=int, default=4)
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--format", choices=("npy", "text"), default="npy")
+    parser.add_argument("--replace", action="store_true", help="replace what --out holds (else a non-empty --out is refused)")
     args = parser.parse_args(argv)
-    ratings, users, items = raw.load(args.raw)
-    train, valid, test = split_by_time(ratings)
-    user_ids, item_ids = np.sort(users.user_id.to_numpy()), np.sort(items.item_id.to_numpy())
-    item_vec = ppmi_svd_vectors(train, item_ids, args.dim)
-    write_dataset(args.out, train, valid, test, user_ids, item_ids, item_vec, args.negatives, args.seed, args.format)
+    try:
+        with step_artifact(args.out, "movielens pretrained vectors and pairs", args.replace,
+                           command=None if argv is None else [os.path.basename(__file__), *argv]) as art:
+            ratings, users, items = raw.load(args.raw)
+            train, valid, test = split_by_time(ratings)
+            user_ids, item_ids = np.sort(users.user_id.to_numpy()), np.sort(items.item_id.to_numpy())
+            space = id_space("pretrained", raw.digest(ratings, users, items), user_ids=user_ids.tolist(),
+                             item_ids=item_ids.tolist(), dim=args.dim, negatives=args.negatives, seed=args.seed,
+                             format=args.format)
+            item_vec = ppmi_svd_vectors(train, item_ids, args.dim)
+            written = write_dataset(art.path, train, valid, test, user_ids, item_ids, item_vec, args.negatives,
+                                    args.seed, args.format)
+            for folder, files in written.items():
+                data_folder(art, folder, f"movielens {KINDS[folder]}", files, space)
+            art.fingerprints["id_space"] = space
+    except (ArtifactError, raw.RawFormatError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     print(f"{raw.detect(args.raw)}: {len(train)} training, {len(valid)} validation, {len(test)} test interactions; "
           f"{len(user_ids)} users, {len(item_ids)} items, {args.dim}-d vectors -> {args.out}")
 

@@ -1,6 +1,6 @@
 """MovieLens -> the MetaEmb (Pan et al., SIGIR 2019) cold-start splits, as .npz files.
 
-    python datasets/movielens/preprocess_metaemb.py --raw DIR --out DIR [--n-old N --n-min N_MIN --k K --seed 2019]
+    python datasets/movielens/preprocess_metaemb.py --raw DIR --out DIR [--n-old N --n-min N_MIN --k K --seed 2019] [--replace]
 
 DIR holds a raw ml-100k or ml-1m copy (read by datasets/movielens/raw.py). One row per rating:
 
@@ -17,7 +17,13 @@ new; the rest are dropped. Written under --out:
     warm/warm_{a,b,c}.npz      per new item, its first K, next K and next K ratings in time order
                                (items in one seeded order, rows of one item together)
     test/test.npz              the remaining ratings of the new items (time order per item)
-    meta.json                  thresholds, seed, row/item counts, vocabulary sizes
+    meta.json                  thresholds, seed, row/item counts, vocabulary sizes, the run's id_space
+
+--out is written whole (staged, then renamed into place; datasets/movielens/output.py) with a
+manifest.json; pretrain/, meta/, warm/ and test/ have their own manifests (files, rows, and the
+``id_space``: a digest of the raw tables, the title vocabulary, the user encodings, the
+thresholds and the seed, equal in every file of one run). A non-empty --out is refused (exit
+status 2) unless --replace is given. The .npz files are deterministic (fixed zip timestamps).
 
 Default thresholds by data set: ml-1m the paper's N=300, N_min=80, K=20; ml-100k N=100, N_min=40,
 K=10 (see models/rank/metaemb/readme.md). N_min >= 3K (every new item fills the three
@@ -29,13 +35,17 @@ import json
 import os
 import re
 import sys
+import warnings
+import zipfile
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+warnings.filterwarnings("ignore", message="No ccache found")  # paddle's, on import (models.common.datasets)
 
 from datasets.movielens import raw  # noqa: E402
+from datasets.movielens.output import data_folder, id_space, step_artifact  # noqa: E402
 from models.common.datasets.movielens import COLDSTART_COLUMNS as COLUMNS  # noqa: E402  (the files' columns)
 from models.common.datasets.movielens import GENRE_VOCAB, GENRES_LEN, TITLE_LEN, YEAR_BASE, YEAR_VOCAB  # noqa: E402
 
@@ -96,16 +106,26 @@ def encode_items(items, title_vocab):
             "title_length": title_length, "genres": genre, "genres_length": genre_length}
 
 
+def occupation_codes(users):
+    """The occupations in code order (ml-1m's codes numerically, ml-100k's names alphabetically)."""
+    return sorted(users["occupation"].astype(str).unique(), key=lambda o: (0, int(o)) if o.isdigit() else (1, o))
+
+
 def encode_users(users):
     age = np.searchsorted(AGE_BUCKETS, users["age"].to_numpy(), side="right")  # 7 buckets, ml-1m's codes too
     gender = users["gender"].map({"M": 0, "F": 1})
     if gender.isna().any():
         raise raw.RawFormatError(f"user {users['user_id'][gender.isna()].iat[0]}: gender must be M or F")
-    occupations = sorted(users["occupation"].astype(str).unique(),
-                         key=lambda o: (0, int(o)) if o.isdigit() else (1, o))  # ml-1m codes numerically
-    occupation = users["occupation"].astype(str).map({o: i for i, o in enumerate(occupations)})
+    occupation = users["occupation"].astype(str).map({o: i for i, o in enumerate(occupation_codes(users))})
     return {"user_id": users["user_id"].to_numpy(np.int64), "age": age.astype(np.int64),
             "gender": gender.to_numpy(np.int64), "occupation": occupation.to_numpy(np.int64)}
+
+
+def encodings(users, items, title_vocab=20001):
+    """What decides the encoded ids besides the raw values: the title vocabulary, the occupation
+    codes, the genre list and the age buckets."""
+    return {"title_vocab": title_vocabulary(items["title"], title_vocab), "occupations": occupation_codes(users),
+            "genres": GENRES, "age_buckets": AGE_BUCKETS, "year_base": YEAR_BASE, "year_vocab": YEAR_VOCAB}
 
 
 def encode(ratings, users, items, title_vocab=20001):
@@ -155,31 +175,56 @@ def split(columns, n_old, n_min, k, seed):
 
 FOLDERS = {"pretrain": "pretrain", **{f"meta_{s}": "meta" for s in META_SETS},
            **{f"warm_{s}": "warm" for s in WARM_SETS}, "test": "test"}
+KINDS = {"pretrain": "metaemb pre-training rows (old items)", "meta": "metaemb generator sets a-d (old items)",
+         "warm": "metaemb warm-up batches a-c (new items)", "test": "metaemb test rows (new items)"}
 
 
-def write(columns, splits, stats, out_dir, source=""):
-    for name, rows in splits.items():
+def save_npz(path, arrays):
+    """np.savez_compressed with a fixed timestamp in the zip entries: the same arrays give the same bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type, entry.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+            with archive.open(entry, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def write(columns, splits, stats, out_dir, source="", space=None):
+    """The split files and meta.json into the folder ``out_dir``; -> {folder: {file: rows}}. With
+    ``space`` (the run's id space), meta.json carries it as "id_space"."""
+    rows = {}
+    for name, indices in splits.items():
         folder = os.path.join(out_dir, FOLDERS[name])
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{name}.npz")
-        tmp = path + ".tmp.npz"
-        np.savez_compressed(tmp, **{c: columns[c][rows] for c in COLUMNS})
-        os.replace(tmp, path)  # never a half-written file under the final name
+        save_npz(os.path.join(folder, f"{name}.npz"), {c: columns[c][indices] for c in COLUMNS})
+        rows.setdefault(FOLDERS[name], {})[f"{name}.npz"] = len(indices)
     vocab = {"item_id": int(columns["item_id"].max()) + 1, "user_id": int(columns["user_id"].max()) + 1,
              "title": int(columns["title"].max()) + 1, "year": YEAR_VOCAB, "genres": len(GENRES),
              "age": len(AGE_BUCKETS) + 1, "gender": 2, "occupation": int(columns["occupation"].max()) + 1}
+    meta = {"source": source, **stats, "smallest_vocab": vocab}
     with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
-        json.dump({"source": source, **stats, "smallest_vocab": vocab}, f, indent=1, sort_keys=True)
+        json.dump(meta if space is None else {**meta, "id_space": space}, f, indent=1, sort_keys=True)
+    return rows
 
 
-def run(raw_dir, out_dir, n_old=None, n_min=None, k=None, seed=2019, title_vocab=20001):
-    """Thresholds left as None take the data set's defaults (DEFAULT_THRESHOLDS)."""
-    defaults = DEFAULT_THRESHOLDS[raw.detect(raw_dir)]
-    n_old, n_min, k = (d if v is None else v for v, d in zip((n_old, n_min, k), defaults))
-    ratings, users, items = raw.load(raw_dir)
-    columns = encode(ratings, users, items, title_vocab)
-    splits, stats = split(columns, n_old, n_min, k, seed)
-    write(columns, splits, stats, out_dir, source=f"{raw.detect(raw_dir)} at {os.path.abspath(raw_dir)}")
+def run(raw_dir, out_dir, n_old=None, n_min=None, k=None, seed=2019, title_vocab=20001, replace=False,
+        command=None):
+    """Thresholds left as None take the data set's defaults (DEFAULT_THRESHOLDS). ``out_dir`` is
+    written whole, with manifests (see the module docstring); ``command``: the one they record, if
+    not the process's."""
+    with step_artifact(out_dir, "movielens metaemb cold-start splits", replace, command) as art:
+        kind = raw.detect(raw_dir)
+        n_old, n_min, k = (d if v is None else v for v, d in zip((n_old, n_min, k), DEFAULT_THRESHOLDS[kind]))
+        check_thresholds(n_old, n_min, k)
+        ratings, users, items = raw.load(raw_dir)
+        columns = encode(ratings, users, items, title_vocab)
+        splits, stats = split(columns, n_old, n_min, k, seed)
+        space = id_space("metaemb", raw.digest(ratings, users, items), encodings=encodings(users, items, title_vocab),
+                         n_old=n_old, n_min=n_min, k=k, seed=seed)
+        rows = write(columns, splits, stats, art.path, source=f"{kind} at {os.path.abspath(raw_dir)}", space=space)
+        for folder, files in rows.items():
+            data_folder(art, folder, f"movielens {KINDS[folder]}", files, space)
+        art.fingerprints["id_space"] = space
     return stats
 
 
@@ -194,9 +239,11 @@ def main(argv=None):
                         "(default: ml-1m 20, ml-100k 10)")
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument("--title-vocab", type=int, default=20001, help="title word ids (0 = rare word)")
+    parser.add_argument("--replace", action="store_true", help="replace what --out holds (else a non-empty --out is refused)")
     args = parser.parse_args(argv)
     try:
-        stats = run(args.raw, args.out, args.n_old, args.n_min, args.k, args.seed, args.title_vocab)
+        stats = run(args.raw, args.out, args.n_old, args.n_min, args.k, args.seed, args.title_vocab, args.replace,
+                    command=None if argv is None else [os.path.basename(__file__), *argv])
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,6 @@
 """MovieLens (ml-100k or ml-1m, as read by raw.py) -> the two-tower retrieval data of models/recall/*.
 
-    python datasets/movielens/preprocess_retrieval.py --raw DIR --out OUT [--max-history 50]
+    python datasets/movielens/preprocess_retrieval.py --raw DIR --out OUT [--max-history 50] [--replace]
 
 Protocol (leave-last-out by time, the same for every model): every rating is an interaction; each
 user's interactions are sorted by (timestamp, item id). The last one is the user's test item;
@@ -16,18 +16,28 @@ Output (PaddleRec slot format, read by models.common.datasets.movielens):
     OUT/train/train.txt  OUT/test/test.txt
         user_id:u gender:g age:a occupation:o zip:z hist:i1 .. hist:iH hist_length:l item_id:i
     OUT/dataset.json     vocabulary sizes, max_history, the item catalog (genres of each item,
-                         its count of training interactions), raw id of each encoded user/item
+                         its count of training interactions), raw id of each encoded user/item,
+                         and the run's ``id_space``
+
+OUT is written whole (staged, then renamed into place; datasets/movielens/output.py) with a
+manifest.json; train/ and test/ have their own manifests (the file, its rows, the ``id_space``:
+a digest of the raw tables and of the id maps, equal in every file of one run). An OUT that
+already holds files is refused (exit status 2) unless --replace is given.
 """
 import argparse
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+warnings.filterwarnings("ignore", message="No ccache found")  # paddle's, on import (models.common.datasets)
 
 from datasets.movielens import raw  # noqa: E402
+from datasets.movielens.output import data_folder, id_space, step_artifact  # noqa: E402
+from models.common.artifacts import ArtifactError  # noqa: E402
 from models.common.datasets.movielens import USER_FEATURES, slot_names  # noqa: E402  (the rows' layout)
 
 USER_FIELDS = USER_FEATURES[1:]  # after user_id
@@ -100,10 +110,25 @@ def build(ratings, users, items, max_history=50):
 def write_slots(path, matrix, names):
     """Rows of ints as ``name:value`` lines (one format string applied by numpy per row)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fmt = " ".join(f"{name}:%d" for name in names)
-    tmp = path + ".tmp"
-    np.savetxt(tmp, matrix, fmt=fmt)
-    os.replace(tmp, path)
+    np.savetxt(path, matrix, fmt=" ".join(f"{name}:%d" for name in names))
+
+
+def preprocess(raw_dir, max_history=50):
+    """-> (train, test, info, id space) of the raw copy in ``raw_dir`` (see ``build``)."""
+    ratings, users, items = raw.load(raw_dir)
+    train, test, info = build(ratings, users, items, max_history)
+    info["source"] = {"kind": raw.detect(raw_dir), "ratings": int(len(ratings))}
+    return train, test, info, id_space("retrieval", raw.digest(ratings, users, items), info=info)
+
+
+def write_files(folder, train, test, info, space=None):
+    """train/train.txt, test/test.txt and dataset.json into ``folder``; with ``space`` (the id
+    space), dataset.json carries it as "id_space"."""
+    names = slot_names(info["max_history"])
+    write_slots(os.path.join(folder, "train", "train.txt"), train, names)
+    write_slots(os.path.join(folder, "test", "test.txt"), test, names)
+    with open(os.path.join(folder, "dataset.json"), "w", encoding="utf-8") as f:
+        json.dump(info if space is None else {**info, "id_space": space}, f)
 
 
 def main(argv=None):
@@ -111,18 +136,22 @@ def main(argv=None):
     parser.add_argument("--raw", required=True, help="folder with the raw ml-100k (u.data ...) or ml-1m (ratings.dat ...) files")
     parser.add_argument("--out", required=True, help="output folder (train/, test/, dataset.json)")
     parser.add_argument("--max-history", type=int, default=50, help="history length (default 50)")
+    parser.add_argument("--replace", action="store_true", help="replace what --out holds (else a non-empty --out is refused)")
     args = parser.parse_args(argv)
     if args.max_history < 1:
         parser.error("--max-history must be at least 1")
-    ratings, users, items = raw.load(args.raw)
-    train, test, info = build(ratings, users, items, args.max_history)
-    info["source"] = {"kind": raw.detect(args.raw), "ratings": int(len(ratings))}
-    names = slot_names(args.max_history)
-    write_slots(os.path.join(args.out, "train", "train.txt"), train, names)
-    write_slots(os.path.join(args.out, "test", "test.txt"), test, names)
-    with open(os.path.join(args.out, "dataset.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f)
-    print(f"{info['source']['kind']}: {len(ratings)} ratings, {info['vocab']['user_id'] - 1} users, "
+    try:
+        with step_artifact(args.out, "movielens retrieval rows (leave-last-out)", args.replace,
+                           command=None if argv is None else [os.path.basename(__file__), *argv]) as art:
+            train, test, info, space = preprocess(args.raw, args.max_history)
+            write_files(art.path, train, test, info, space)
+            data_folder(art, "train", "movielens retrieval training rows", {"train.txt": len(train)}, space)
+            data_folder(art, "test", "movielens retrieval test rows", {"test.txt": len(test)}, space)
+            art.fingerprints["id_space"] = space
+    except (ArtifactError, raw.RawFormatError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{info['source']['kind']}: {info['source']['ratings']} ratings, {info['vocab']['user_id'] - 1} users, "
           f"{info['vocab']['item_id'] - 1} items -> {len(train)} training rows, {len(test)} test users; "
           f"written to {args.out}")
 

@@ -7,19 +7,25 @@
 #   bash datasets/movielens/run.sh --raw DIR              preprocess a raw copy you already have
 #                                                         (ml-100k: u.data ...; ml-1m: ratings.dat ...)
 #   options: --out DIR (default: data/<ml-1m|ml-100k> next to this script), --max-history N (50),
-#            --steps "retrieval metaemb pretrained" (the preprocessing steps to run; default: all)
+#            --steps "retrieval metaemb pretrained" (the preprocessing steps to run; default: all),
+#            --replace (replace the steps' earlier output; without it a non-empty OUT/<step> is refused)
 #
 # Result: OUT/retrieval/{train/train.txt, test/test.txt, dataset.json} (leave-last-out by time,
 # see preprocess_retrieval.py), OUT/metaemb/ (old/new item splits, preprocess_metaemb.py) and
 # OUT/pretrained/ (vectors and pairs, make_pretrained_vectors.py). Every preprocessing step in STEPS runs on the same raw copy; a
 # step is a shell function preprocess_<name> RAW OUT (add one and list it in STEPS to extend).
-# The archives are checked against GroupLens' published MD5 (and size, where known) before
-# unpacking. MovieLens may not be redistributed: keep the data out of the repository.
+# Each OUT/<step> is written whole (staged, renamed into place) with a manifest.json, and each of
+# its data folders with its own, all naming the run's id_space: a killed run leaves the earlier
+# output or none, never half of one. The archives are checked against GroupLens' published MD5
+# (and size, where known) before unpacking. MovieLens may not be redistributed: keep the data
+# out of the repository. Exit status: 2 for a usage or input error (bad option, --raw folder
+# without ratings or with a bad line, OUT/<step> not empty without --replace), 4 for a bad archive.
 #
 # Environment: PYTHON (default: the repository's .venv/bin/python, else python3); MOVIELENS_URL,
 # MOVIELENS_MD5 (a mirror and its archive's MD5), MOVIELENS_DOWNLOADS (default: downloads/ here).
 set -euo pipefail
-absolute() { (cd "$(dirname "$1")" && echo "$(pwd)/$(basename "$1")"); }
+fail() { echo "run.sh: $*" >&2; exit 2; }  # a usage or input error
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$here/../../.venv/bin/python" ]; then PYTHON=$here/../../.venv/bin/python; else PYTHON=python3; fi
@@ -27,37 +33,59 @@ fi
 
 STEPS="retrieval metaemb pretrained"
 preprocess_retrieval() {  # RAW OUT
-    "$PYTHON" "$here/preprocess_retrieval.py" --raw "$1" --out "$2/retrieval" --max-history "$MAX_HISTORY"
+    "$PYTHON" "$here/preprocess_retrieval.py" --raw "$1" --out "$2/retrieval" --max-history "$MAX_HISTORY" $REPLACE
 }
 preprocess_metaemb() {  # RAW OUT
-    "$PYTHON" "$here/preprocess_metaemb.py" --raw "$1" --out "$2/metaemb"
+    "$PYTHON" "$here/preprocess_metaemb.py" --raw "$1" --out "$2/metaemb" $REPLACE
 }
 preprocess_pretrained() {  # RAW OUT
-    "$PYTHON" "$here/make_pretrained_vectors.py" --raw "$1" --out "$2/pretrained"
+    "$PYTHON" "$here/make_pretrained_vectors.py" --raw "$1" --out "$2/pretrained" $REPLACE
 }
 
-DATASET=ml-1m RAW="" OUT="" MAX_HISTORY=50
+DATASET=ml-1m RAW="" OUT="" MAX_HISTORY=50 REPLACE=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --dataset) DATASET=${2:?--dataset needs ml-1m or ml-100k}; shift 2 ;;
-        --raw) [ $# -ge 2 ] && [ -d "$2" ] || { echo "usage: run.sh --raw DIR (an existing folder)" >&2; exit 2; }
+        --dataset) [ $# -ge 2 ] && [ -n "$2" ] || fail "--dataset needs ml-1m or ml-100k"
+                   DATASET=$2; shift 2 ;;
+        --raw) [ $# -ge 2 ] && [ -d "$2" ] || fail "usage: run.sh --raw DIR (an existing folder)"
                RAW=$(absolute "$2"); shift 2 ;;
-        --out) OUT=$(absolute "${2:?--out needs a folder}"); shift 2 ;;
-        --max-history) MAX_HISTORY=${2:?--max-history needs a number}; shift 2 ;;
-        --steps) for step in ${2:?--steps needs a list}; do
-                     declare -F "preprocess_$step" >/dev/null || { echo "--steps: unknown step $step (known: $STEPS)" >&2; exit 2; }
+        --out) [ $# -ge 2 ] && [ -n "$2" ] || fail "--out needs a folder"
+               OUT=$(absolute "$2"); shift 2 ;;
+        --max-history) [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] || fail "--max-history needs a number >= 1"
+                       MAX_HISTORY=$2; shift 2 ;;
+        --steps) [ $# -ge 2 ] && [ -n "${2// /}" ] || fail "--steps needs a list (known: $STEPS)"
+                 for step in $2; do
+                     declare -F "preprocess_$step" >/dev/null || fail "--steps: unknown step $step (known: $STEPS)"
                  done
                  STEPS=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-        *) echo "unknown option $1 (see run.sh --help)" >&2; exit 2 ;;
+        --replace) REPLACE=--replace; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) fail "unknown option $1 (see run.sh --help)" ;;
     esac
 done
+
+# The output folder, and the steps' folders refused before anything is downloaded or written.
+if [ -n "$RAW" ]; then
+    KIND=$("$PYTHON" "$here/raw.py" "$RAW") || exit 2  # the path is an argument, never code
+else
+    case "$DATASET" in
+        ml-1m|ml-100k) KIND=$DATASET ;;
+        *) fail "--dataset must be ml-1m or ml-100k, got $DATASET" ;;
+    esac
+fi
+OUT=${OUT:-$here/data/$KIND}
+if [ -z "$REPLACE" ]; then
+    for step in $STEPS; do
+        if [ -d "$OUT/$step" ] && [ -n "$(find "$OUT/$step" -mindepth 1 -maxdepth 1 ! -name '.*' -print -quit)" ]; then
+            fail "$OUT/$step already holds files; choose another --out, or --replace to replace them"
+        fi
+    done
+fi
 
 if [ -z "$RAW" ]; then
     case "$DATASET" in
         ml-1m)   MD5=c4d9eecfca2ab87c1945afe126590906 SIZE="" ;;
         ml-100k) MD5=0e33842e24a9c977be4e0107933c0723 SIZE=4924029 ;;
-        *) echo "--dataset must be ml-1m or ml-100k, got $DATASET" >&2; exit 2 ;;
     esac
     if [ -n "${MOVIELENS_MD5:-}" ]; then MD5=$MOVIELENS_MD5 SIZE=""; fi  # another mirror's archive
     URL=${MOVIELENS_URL:-https://files.grouplens.org/datasets/movielens/$DATASET.zip}
@@ -79,11 +107,11 @@ if [ -z "$RAW" ]; then
     RAW=$DOWNLOADS/$DATASET
 fi
 
-KIND=$("$PYTHON" -c "import sys; sys.path.insert(0, '$here/../..'); from datasets.movielens import raw; print(raw.detect('$RAW'))")
-OUT=${OUT:-$here/data/$KIND}
 mkdir -p "$OUT"
 for step in $STEPS; do
     echo "preprocessing ($step): $RAW -> $OUT/$step"
-    "preprocess_$step" "$RAW" "$OUT"
+    status=0
+    "preprocess_$step" "$RAW" "$OUT" || status=$?
+    [ "$status" -eq 0 ] || exit "$status"  # 2: the step named the input error in one line
 done
 echo "data ready: $OUT ($STEPS)"

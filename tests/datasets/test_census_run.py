@@ -1,16 +1,28 @@
 """datasets/census/run.sh + preprocess.py on hand-made raw rows and on the real 1,891-row prefix."""
+import gzip
+import importlib.util
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from models.common.artifacts import fingerprint, read_manifest
+from models.common.data.cache import list_data_files
+from tests.datasets.test_criteo_preprocess import contents, folder_state, killed_runs, tree_bytes
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RUN_SH = os.path.join(REPO, "datasets", "census", "run.sh")
 SAMPLE = os.path.join(REPO, "models", "multitask", "mmoe", "data")
+_spec = importlib.util.spec_from_file_location("census_pp", os.path.join(REPO, "datasets", "census", "preprocess.py"))
+pp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pp)
 
 
 def raw_row(age=40, worker="Private", education="Bachelors degree(BA AB BS)", marital="Never married",
@@ -24,10 +36,32 @@ def raw_row(age=40, worker="Private", education="Bachelors degree(BA AB BS)", ma
     return ", ".join(fields)
 
 
+def varied_rows(n, seed=0):
+    """n raw rows with a few values of each varied column."""
+    rng = np.random.default_rng(seed)
+    workers = ["Private", "Self-employed-incorporated", "Local government", "Never worked"]
+    maritals = ["Never married", "Divorced", "Married-civilian spouse present"]
+    return [raw_row(age=int(rng.integers(16, 90)), worker=workers[rng.integers(len(workers))],
+                    marital=maritals[rng.integers(len(maritals))], weeks=int(rng.integers(0, 53)),
+                    income="50000+." if rng.random() < 0.2 else "- 50000.") for _ in range(n)]
+
+
+def write_raw(folder, rows):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "census-income.data"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    return str(folder)
+
+
 def run(raw_dir, out_dir, *extra):
     env = dict(os.environ, PYTHON=sys.executable)
     return subprocess.run(["bash", RUN_SH, "--raw", str(raw_dir), "--out", str(out_dir), *extra],
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+def run_here(raw_dir, out_dir, *opts):
+    """preprocess.py in this process (fast); its exit status."""
+    return pp.main(["--raw", str(raw_dir), "--out", str(out_dir), *[str(o) for o in opts]])
 
 
 def test_hand_made_rows_give_one_hot_features_standardised_numerics_and_the_two_labels(tmp_path):
@@ -68,8 +102,25 @@ def test_bad_raw_rows_name_the_line(tmp_path, row, message):
     raw.mkdir()
     (raw / "census-income.data").write_text(raw_row() + "\n" + row + "\n")
     result = run(raw, tmp_path / "out")
-    assert result.returncode != 0 and message in result.stderr, result.stderr
-    assert not (tmp_path / "out" / "train_data").exists()
+    assert result.returncode == 2 and f"{raw / 'census-income.data'}, {message}" in result.stderr, result.stderr
+    assert os.listdir(tmp_path / "out") == []  # nothing, not even a staging folder
+
+
+def test_a_bad_row_names_the_users_file_not_the_unpacked_copy(tmp_path):
+    """run.sh unpacks into a temporary folder: the message names the .gz or the archive given."""
+    rows = (raw_row() + "\n" + raw_row(income="maybe") + "\n").encode()
+    (tmp_path / "gz").mkdir()
+    with gzip.open(tmp_path / "gz" / "census-income.data.gz", "wb") as f:
+        f.write(rows)
+    (tmp_path / "tar").mkdir()
+    with tarfile.open(tmp_path / "tar" / "census.tar.gz", "w:gz") as archive:
+        info = tarfile.TarInfo("census-income.data")
+        info.size = len(rows)
+        archive.addfile(info, io.BytesIO(rows))
+    for raw, shown in (("gz", "census-income.data.gz (decompressed)"), ("tar", "census.tar.gz (census-income.data)")):
+        result = run(tmp_path / raw, tmp_path / "out")
+        assert result.returncode == 2, result.stderr
+        assert f"error: {tmp_path / raw / shown}, line 2: income is 'maybe'" in result.stderr, result.stderr
 
 
 def test_the_real_prefix_reproduces_the_shipped_sample(shared_data, tmp_path):
@@ -91,11 +142,6 @@ def test_the_real_prefix_reproduces_the_shipped_sample(shared_data, tmp_path):
 
 def test_chunked_writing_gives_the_same_bytes(tmp_path):
     """preprocess.py transforms and writes in row chunks (bounded memory on the full file)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("census_pp", os.path.join(REPO, "datasets", "census", "preprocess.py"))
-    pp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pp)
     raw = tmp_path / "census-income.data"
     raw.write_text("\n".join(raw_row(age=20 + i, weeks=i % 53, marital="Never married" if i % 3 else "Divorced",
                                      income="50000+." if i % 7 == 0 else "- 50000.") for i in range(50)) + "\n")
@@ -105,3 +151,75 @@ def test_chunked_writing_gives_the_same_bytes(tmp_path):
     pp.write_csv(str(tmp_path / "many.csv"), frame, stats, categories, names, chunk_rows=7)
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "many.csv").read_bytes()
     assert len(pd.read_csv(tmp_path / "many.csv")) == 50
+
+
+# ---- the outputs as artifacts: manifests, one id space, --replace, killed runs ----------------------
+def test_manifests_list_the_csv_with_its_rows_and_meta_json_shares_the_id_space(tmp_path):
+    raw = write_raw(tmp_path / "raw", varied_rows(60))
+    out = tmp_path / "out"
+    assert run_here(raw, out) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    for split in ("train", "test"):
+        folder, name = out / f"{split}_data", f"census_{split}.csv"
+        manifest = read_manifest(folder)
+        assert manifest["data_set"] == "census" and manifest["split"] == split and split in manifest["kind"]
+        assert manifest["files"] == {name: {"bytes": os.path.getsize(folder / name), "rows": meta["counts"][split]["rows"]}}
+        assert len(pd.read_csv(folder / name)) == meta["counts"][split]["rows"]
+        assert manifest["fingerprints"] == {"id_space": meta["id_space"]}
+        assert manifest["feature_dim"] == meta["feature_dim"]
+        assert list_data_files(str(folder), f"runner.{split}_data_dir") == [str(folder / name)]
+    assert meta["counts"]["train"]["rows"] + meta["counts"]["test"]["rows"] == 60
+    assert meta["id_space"] == fingerprint({"format": "census columnar CSV", "feature_names": meta["feature_names"],
+                                            "numeric_mean_std": meta["numeric_mean_std"], "split": meta["split"]})
+    # deterministic, manifests included; another split or other raw rows: another id space
+    assert run_here(raw, tmp_path / "again") == 0
+    assert contents(tmp_path / "again") == contents(out)
+    spaces = {meta["id_space"]}
+    for name, raw_dir, opts in (("seed", raw, ["--seed", 7]), ("fraction", raw, ["--test-fraction", 0.5]),
+                                ("rows", write_raw(tmp_path / "raw2", varied_rows(60, seed=1)), [])):
+        assert run_here(raw_dir, tmp_path / name, *opts) == 0
+        spaces.add(json.loads((tmp_path / name / "meta.json").read_text())["id_space"])
+        assert {read_manifest(tmp_path / name / f"{s}_data")["fingerprints"]["id_space"] for s in ("train", "test")} \
+            <= spaces
+    assert len(spaces) == 4
+
+
+def test_existing_output_is_refused_without_replace_and_replaced_whole_with_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_here(write_raw(tmp_path / "raw", varied_rows(40)), out) == 0
+    first = tree_bytes(out)
+    other = write_raw(tmp_path / "other", varied_rows(50, seed=2))
+    result = run(other, out)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"{out / 'train_data'} already holds files" in errors[0] and "--replace" in errors[0]
+    assert tree_bytes(out) == first
+    # with --replace (through run.sh): exactly a fresh run's output, nothing of the first run left
+    result = run(other, out, "--replace")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_here(other, tmp_path / "fresh") == 0
+    assert contents(out) == contents(tmp_path / "fresh")
+    assert not set(tree_bytes(out).items()) & set(first.items())
+    # a meta.json alone is refused as well
+    (tmp_path / "meta_only").mkdir()
+    shutil.copy(out / "meta.json", tmp_path / "meta_only" / "meta.json")
+    capsys.readouterr()
+    assert run_here(other, tmp_path / "meta_only") == 2
+    assert f"{tmp_path / 'meta_only' / 'meta.json'} already exists" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "meta_only") == ["meta.json"]
+
+
+def test_killed_runs_leave_the_old_or_the_whole_new_output_and_a_rerun_matches(tmp_path):
+    names = ["train_data", "test_data", "meta.json"]
+    raw = write_raw(tmp_path / "raw", varied_rows(80, seed=3))
+    assert run_here(raw, tmp_path / "new") == 0
+    new = {name: folder_state(tmp_path / "new" / name) for name in names}
+    assert run_here(write_raw(tmp_path / "raw_old", varied_rows(30, seed=4)), tmp_path / "old", "--seed", 5) == 0
+    out = tmp_path / "out"
+
+    def put_old():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(tmp_path / "old", out)
+
+    steps = killed_runs(out, names, put_old, lambda: run_here(raw, out, "--replace"), new, seed=13)
+    assert steps >= 2 * 3 + 1  # each folder's manifest and two renames, then meta.json

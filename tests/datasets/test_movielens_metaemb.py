@@ -1,4 +1,5 @@
-"""datasets/movielens/preprocess_metaemb.py: thresholds, split sizes, alignment, determinism."""
+"""datasets/movielens/preprocess_metaemb.py: thresholds, split sizes, alignment, determinism; the
+output folder (manifests, id_space, --replace)."""
 import json
 import os
 
@@ -8,6 +9,8 @@ import pytest
 
 from datasets.movielens import preprocess_metaemb as pre
 from datasets.movielens.raw import ML100K_GENRES
+from models.common.artifacts import read_manifest
+from models.common.data.cache import list_data_files
 
 
 def toy(counts, seed=0):
@@ -89,25 +92,96 @@ def test_encoding():
     assert pre.encode_users(users)["age"].tolist() == [0, 1, 1, 2, 4, 6, 6]
 
 
-def test_run_writes_files(tmp_path):
-    raw_dir = tmp_path / "raw"
+def write_toy_raw(raw_dir, counts=(30, 21, 20, 10)):
     raw_dir.mkdir()
-    ratings, users, items = toy([30, 21, 20, 10])
+    ratings, users, items = toy(list(counts))
     (raw_dir / "u.data").write_text("".join(f"{r.user_id}\t{r.item_id}\t{r.rating}\t{r.timestamp}\n"
                                             for r in ratings.itertuples()))
     (raw_dir / "u.user").write_text("".join(f"{u.user_id}|{u.age}|{u.gender}|{u.occupation}|0\n"
                                             for u in users.itertuples()))
-    flags = lambda gs: "|".join("1" if g in gs else "0" for g in ML100K_GENRES)
+    flags = lambda gs: "|".join("1" if g in gs else "0" for g in ML100K_GENRES)  # noqa: E731
     (raw_dir / "u.item").write_text("".join(f"{i.item_id}|{i.title} (1995)|01-Jan-1995||url|{flags(i.genres)}\n"
                                             for i in items.itertuples()), encoding="latin-1")
+    return raw_dir
+
+
+THRESHOLDS = ["--n-old", "20", "--n-min", "9", "--k", "3"]
+DATA_FOLDERS = {"pretrain": ["pretrain.npz"], "meta": [f"meta_{s}.npz" for s in "abcd"],
+                "warm": [f"warm_{s}.npz" for s in "abc"], "test": ["test.npz"]}
+
+
+def test_run_writes_files(tmp_path):
+    raw_dir = write_toy_raw(tmp_path / "raw")
     out = tmp_path / "out"
-    pre.main(["--raw", str(raw_dir), "--out", str(out), "--n-old", "20", "--n-min", "9", "--k", "3"])
+    pre.main(["--raw", str(raw_dir), "--out", str(out), *THRESHOLDS])
     stats = json.loads((out / "meta.json").read_text())
     assert stats["rows"]["test"] == 11 + 1 and stats["smallest_vocab"]["item_id"] == 5
     with np.load(out / "warm" / "warm_a.npz") as data:
         assert sorted(data.files) == sorted(pre.COLUMNS) and len(data["label"]) == 6
     for name in ("pretrain/pretrain", "meta/meta_d", "warm/warm_c", "test/test"):
         assert (out / f"{name}.npz").exists()
+
+
+def test_manifests_rows_and_id_space(tmp_path):
+    """Every data folder a config points at has a manifest (its files, their rows, the id space);
+    the folder's manifest and meta.json carry the same id space; the .npz bytes are reproducible."""
+    raw_dir = write_toy_raw(tmp_path / "raw")
+    pre.main(["--raw", str(raw_dir), "--out", str(tmp_path / "a"), *THRESHOLDS])
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    top = read_manifest(str(tmp_path / "a"))
+    space = top["fingerprints"]["id_space"]
+    assert meta["id_space"] == space and top["data_set"] == "movielens" and top["command"][0] == "preprocess_metaemb.py"
+    assert set(top["files"]) == {"meta.json"} | {f"{d}/{f}" for d, files in DATA_FOLDERS.items() for f in files}
+    for folder, files in DATA_FOLDERS.items():
+        manifest = read_manifest(str(tmp_path / "a" / folder))
+        assert manifest["fingerprints"] == {"id_space": space} and sorted(manifest["files"]) == files
+        assert list_data_files(str(tmp_path / "a" / folder), folder) == [str(tmp_path / "a" / folder / f) for f in files]
+        for name, info in manifest["files"].items():
+            with np.load(tmp_path / "a" / folder / name) as data:
+                assert info["rows"] == len(data["label"]) == meta["rows"][name[:-4]]
+            assert top["files"][f"{folder}/{name}"] == info
+    # the same input and options: the same bytes and id space; another seed or thresholds: another id space
+    pre.main(["--raw", str(raw_dir), "--out", str(tmp_path / "b"), *THRESHOLDS])
+    for folder, files in DATA_FOLDERS.items():
+        for name in files:
+            assert (tmp_path / "a" / folder / name).read_bytes() == (tmp_path / "b" / folder / name).read_bytes()
+    assert read_manifest(str(tmp_path / "b"))["fingerprints"]["id_space"] == space
+    pre.main(["--raw", str(raw_dir), "--out", str(tmp_path / "c"), *THRESHOLDS, "--seed", "7"])
+    assert json.loads((tmp_path / "c" / "meta.json").read_text())["id_space"] != space
+
+
+def test_second_run_is_refused_and_replace_leaves_nothing_of_the_first(tmp_path, capsys):
+    raw_dir = write_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    pre.main(["--raw", str(raw_dir), "--out", str(out), *THRESHOLDS])
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        pre.main(["--raw", str(raw_dir), "--out", str(out), *THRESHOLDS, "--seed", "7"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and str(out) in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+    (out / "warm" / "warm_d.npz").write_bytes(b"a stray file")
+    pre.main(["--raw", str(raw_dir), "--out", str(out), *THRESHOLDS, "--seed", "7", "--replace"])
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(first)  # the stray file is gone
+    old_space, new_space = (json.loads(x)["id_space"] for x in (first[out / "meta.json"], (out / "meta.json").read_bytes()))
+    assert old_space != new_space
+    for folder in ["", *DATA_FOLDERS]:  # every manifest is the new run's
+        assert read_manifest(str(out / folder))["fingerprints"]["id_space"] == new_space
+    assert (out / "pretrain" / "pretrain.npz").read_bytes() != first[out / "pretrain" / "pretrain.npz"]  # reshuffled
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"]  # no staging or old folder left
+
+
+def test_bad_raw_line_is_one_line(tmp_path, capsys):
+    raw_dir = write_toy_raw(tmp_path / "raw")
+    with open(raw_dir / "u.data", "a") as f:
+        f.write("1\t2\t3\n")
+    line = len((raw_dir / "u.data").read_text().splitlines())
+    with pytest.raises(SystemExit) as exit_:
+        pre.main(["--raw", str(raw_dir), "--out", str(tmp_path / "out"), *THRESHOLDS])
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        f"error: {raw_dir}/u.data, line {line}: 3 fields, expected 4 (user_id\titem_id\trating\ttimestamp)"]
+    assert sorted(os.listdir(tmp_path)) == ["raw"]
 
 
 def test_ml100k_thresholds(shared_data, tmp_path):

@@ -1,8 +1,9 @@
 """Write the synthetic MovieLens-shaped sample the retrieval models ship with (MovieLens itself
 may not be redistributed): synthetic raw files in the ml-100k layout (u.data, u.user, u.item)
 in a temporary folder - never in the repository - then the same preprocessing as the real data
-(preprocess_retrieval.py) into train/, test/ and dataset.json here. Deterministic (fixed seed):
-running it again rewrites the same bytes.
+(preprocess_retrieval.py) into train/, test/ and dataset.json here (written into a temporary
+folder, then each file renamed into place; no manifest and no id_space: the shipped files stay
+as they are). Deterministic (fixed seed): running it again rewrites the same bytes.
 
     python datasets/movielens/sample/make_sample.py [--raw-out DIR]   (DIR: keep the raw files there)
 
@@ -24,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
 
 from datasets.movielens import preprocess_retrieval  # noqa: E402
+from datasets.movielens.output import copy_files  # noqa: E402
 from datasets.movielens.raw import ML100K_GENRES  # noqa: E402
 
 SEED, USERS, CLUSTERS, PER_CLUSTER, MAX_HISTORY = 2024, 250, 8, 50, 20
@@ -73,8 +75,11 @@ def main(argv=None):
     parser.add_argument("--raw-out", help="keep the synthetic raw files in this folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        raw = write_raw(args.raw_out or tmp)
-        preprocess_retrieval.main(["--raw", raw, "--out", HERE, "--max-history", str(MAX_HISTORY)])
+        raw = write_raw(args.raw_out or os.path.join(tmp, "raw"))
+        train, test, info, _ = preprocess_retrieval.preprocess(raw, MAX_HISTORY)
+        preprocess_retrieval.write_files(os.path.join(tmp, "out"), train, test, info)
+        copy_files(os.path.join(tmp, "out"), HERE)
+    print(f"{len(train)} training rows, {len(test)} test users -> {HERE}")
 
 
 if __name__ == "__main__":

@@ -204,3 +204,7 @@ def test_sample_is_reproduced_by_its_script(tmp_path):
                 np.load(os.path.join(tmp_path, folder, f"{name}.npz")) as b:
             assert sorted(a.files) == sorted(b.files)
             assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    with open(os.path.join(shipped, "meta.json"), "rb") as a, open(os.path.join(tmp_path, "meta.json"), "rb") as b:
+        assert a.read() == b.read()
+    names = {os.path.relpath(os.path.join(r, n), tmp_path) for r, _, files in os.walk(tmp_path) for n in files}
+    assert "manifest.json" not in {os.path.basename(n) for n in names} and len(names) == 10  # 9 .npz, meta.json

@@ -1,14 +1,19 @@
-"""datasets/Lookalike/preprocess.py on a tiny hand-made raw set in the Tencent 2018 formats."""
+"""datasets/Lookalike/preprocess.py on a tiny hand-made raw set in the Tencent 2018 formats: the
+split and encodings, and the outputs' manifests and id space."""
 import json
 import importlib
+import importlib.util
 import os
+import shutil
 
 import numpy as np
+import pytest
 
 from types import SimpleNamespace
 
 from conftest import REPO, run_tool
-from models.common.data import CachedDataset
+from models.common import artifacts
+from models.common.data import CachedDataset, list_data_files
 from tools.utils.config import Config
 
 FOLDER = os.path.join(REPO, "models", "multitask", "metaheac")
@@ -51,7 +56,7 @@ def test_preprocess_raw_files(tmp_path):
     done = run_tool("datasets/Lookalike/preprocess.py", "--raw", raw, "--out", out, "--threshold", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     with open(os.path.join(out, "max_idxs.json")) as f:
-        max_idxs = json.load(f)
+        max_idxs = json.load(f)["max_idxs"]
     # Ad fields are label-encoded over adFeature.csv; interest1 has 12 distinct ids -> pad id 12.
     assert max_idxs[2] == [3, 3, 2, 3, 2, 2] and max_idxs[1][0] == 12
     lookalike = importlib.import_module("models.common.datasets.lookalike")
@@ -89,3 +94,89 @@ def test_preprocess_raw_files(tmp_path):
     assert sum(len(c["label"]) for c in everything) == 16
     check = run_tool("datasets/Lookalike/preprocess.py", "--check", out)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+FOLDERS = {"train_data": ["train_stage1.npz"], "test_hot_data": ["test_hot_stage1.npz", "test_hot_stage2.npz"],
+           "test_cold_data": ["test_cold_stage1.npz", "test_cold_stage2.npz"]}
+
+
+def preprocess(*args):
+    """datasets/Lookalike/preprocess.py's main, in this process (no interpreter start): -> exit status."""
+    spec = importlib.util.spec_from_file_location("lookalike_preprocess",
+                                                  os.path.join(REPO, "datasets", "Lookalike", "preprocess.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in args])
+
+
+def manifest(folder):
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_outputs_carry_manifests_and_one_id_space(tmp_path, capsys):
+    raw = str(tmp_path / "raw")
+    _raw(raw)
+    out = tmp_path / "out"
+    assert preprocess("--raw", raw, "--out", out, "--threshold", "2") == 0
+    side = json.loads((out / "max_idxs.json").read_text())
+    assert sorted(side) == ["id_space", "max_idxs"]
+    spaces = set()
+    for sub, names in FOLDERS.items():
+        found = manifest(out / sub)
+        assert sorted(found["files"]) == names and sorted(os.listdir(out / sub)) == sorted(names + ["manifest.json"])
+        for name in names:
+            with np.load(out / sub / name) as data:
+                rows = len(data["label"])
+            assert found["files"][name] == {"bytes": (out / sub / name).stat().st_size, "rows": rows}
+        assert found["data_set"] == "lookalike" and found["kind"].startswith("Look-alike")
+        spaces.add(found["fingerprints"]["id_space"])
+        assert list_data_files(str(out / sub), sub) == [str(out / sub / n) for n in names]
+    assert spaces == {side["id_space"]}
+    assert sum(manifest(out / sub)["files"][n]["rows"] for sub, names in FOLDERS.items() for n in names) == 16
+
+    # Same raw files and options: the same bytes and id space; another seed (another task split): another.
+    assert preprocess("--raw", raw, "--out", tmp_path / "again", "--threshold", "2") == 0
+    for sub, names in FOLDERS.items():
+        for name in names:
+            assert (tmp_path / "again" / sub / name).read_bytes() == (out / sub / name).read_bytes()
+    assert json.loads((tmp_path / "again" / "max_idxs.json").read_text()) == side
+    assert preprocess("--raw", raw, "--out", tmp_path / "seed", "--threshold", "2", "--seed", "7") == 0
+    other = json.loads((tmp_path / "seed" / "max_idxs.json").read_text())["id_space"]
+    assert other != side["id_space"] and manifest(tmp_path / "seed" / "train_data")["fingerprints"]["id_space"] == other
+
+    # --check tells a folder of another run, and a file its manifest does not list.
+    capsys.readouterr()
+    assert preprocess("--check", out) == 0
+    shutil.rmtree(out / "test_cold_data")
+    shutil.copytree(tmp_path / "seed" / "test_cold_data", out / "test_cold_data")
+    assert preprocess("--check", out) == 2
+    assert "outputs are of different runs" in capsys.readouterr().err
+    shutil.rmtree(out / "test_cold_data")
+    shutil.copytree(tmp_path / "again" / "test_cold_data", out / "test_cold_data")
+    (out / "test_cold_data" / "notes.npz").write_bytes(b"")
+    with pytest.raises(artifacts.ArtifactError, match="notes.npz"):
+        list_data_files(str(out / "test_cold_data"), "runner.test_cold_data_dir")
+    assert preprocess("--check", out) == 2
+
+
+def test_a_second_run_is_refused_unless_replace(tmp_path, capsys):
+    raw = str(tmp_path / "raw")
+    _raw(raw)
+    out = tmp_path / "out"
+    assert preprocess("--raw", raw, "--out", out, "--threshold", "2") == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert preprocess("--raw", raw, "--out", out, "--threshold", "1", "--seed", "5") == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and str(out / "train_data") in errors[0] and "--replace" in errors[0]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert not [name for name in os.listdir(out) if name.startswith(".")]
+    # Only the side file left of an earlier run: refused too (it would be beside other folders).
+    for sub in FOLDERS:
+        shutil.rmtree(out / sub)
+    assert preprocess("--raw", raw, "--out", out, "--threshold", "2") == 2
+    assert "max_idxs.json" in capsys.readouterr().err
+    assert preprocess("--raw", raw, "--out", out, "--threshold", "1", "--seed", "5", "--replace") == 0
+    side = json.loads((out / "max_idxs.json").read_text())
+    assert {manifest(out / sub)["fingerprints"]["id_space"] for sub in FOLDERS} == {side["id_space"]}

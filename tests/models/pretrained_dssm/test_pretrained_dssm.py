@@ -252,6 +252,7 @@ def test_training_memory_does_not_grow_with_the_file(tmp_path):
 
 def test_sample_is_what_make_sample_writes(tmp_path):
     load_module(os.path.join(FOLDER, "data", "make_sample.py")).main(str(tmp_path))
+    assert not list(tmp_path.rglob("manifest.json")) and not list(tmp_path.rglob(".*"))  # as shipped
     for part in ("train/part-0.txt", "valid/part-0.txt", "vectors/users.npy", "vectors/items.npy",
                  "interactions/test.csv"):
         with open(tmp_path / part, "rb") as ours, open(os.path.join(FOLDER, "data", part), "rb") as shipped:
@@ -288,3 +289,57 @@ def test_movielens_run_sh_builds_the_vectors_step(tmp_path):
     assert rows.shape[1] == 1 + 2 * 128 and set(np.unique(rows[:, 0])) == {0.0, 1.0}
     result = run("--raw", raw_dir, "--out", str(out), "--steps", "nonsense")
     assert result.returncode == 2 and "unknown step nonsense" in result.stderr
+    # its folder and data folders: manifests with one id space; a second run is refused, untouched
+    space = check_pretrained(out / "pretrained")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run("--raw", raw_dir, "--out", str(out), "--steps", "pretrained")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"run.sh: {out / 'pretrained'} already holds files; choose another --out, or --replace to replace them"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    result = run("--raw", raw_dir, "--out", str(out), "--steps", "pretrained", "--replace")
+    assert result.returncode == 0, result.stderr
+    assert check_pretrained(out / "pretrained") == space  # the same input: the same id space, the same rows
+    assert (out / "pretrained" / "train" / "part-0.npy").read_bytes() == before[out / "pretrained" / "train" / "part-0.npy"]
+    assert sorted(os.listdir(out)) == ["pretrained"]
+
+
+def check_pretrained(folder, ext="npy"):
+    """make_pretrained_vectors.py's folder: its manifest and each data folder's, one id space, the rows."""
+    from models.common.artifacts import read_manifest
+    from models.common.data.cache import list_data_files
+
+    folders = {"train": [f"part-0.{ext}"], "valid": [f"part-0.{ext}"],
+               "vectors": ["items.npy", "items.txt", "users.npy", "users.txt"],
+               "interactions": ["test.csv", "train.csv", "valid.csv"]}
+    top = read_manifest(str(folder))
+    space = top["fingerprints"]["id_space"]
+    assert top["data_set"] == "movielens" and set(top["files"]) == {f"{d}/{f}" for d, files in folders.items() for f in files}
+    for sub, files in folders.items():
+        manifest = read_manifest(str(folder / sub))
+        assert manifest["fingerprints"] == {"id_space": space} and sorted(manifest["files"]) == files
+        assert list_data_files(str(folder / sub), sub) == [str(folder / sub / f) for f in files]
+        for name, info in manifest["files"].items():
+            path = folder / sub / name
+            rows = (len(np.load(path)) if name.endswith(".npy") else
+                    len(path.read_text().splitlines()) - name.endswith(".csv"))  # a csv has a header line
+            assert info["rows"] == rows and top["files"][f"{sub}/{name}"] == info
+    return space
+
+
+def test_pretrained_vectors_id_space_and_replace(tmp_path, capsys):
+    raw_dir = load_module(os.path.join(REPO, "datasets", "movielens", "sample", "make_sample.py")).write_raw(
+        str(tmp_path / "raw"))
+    out = tmp_path / "out"
+    mpv.main(["--raw", raw_dir, "--out", str(out), "--dim", "8", "--format", "text"])
+    space = check_pretrained(out, "txt")
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        mpv.main(["--raw", raw_dir, "--out", str(out), "--dim", "4", "--format", "text"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and str(out) in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+    mpv.main(["--raw", raw_dir, "--out", str(out), "--dim", "4", "--format", "text", "--replace"])
+    assert check_pretrained(out, "txt") != space  # other vectors: another id space in every manifest
+    assert np.loadtxt(out / "train" / "part-0.txt", delimiter=",").shape[1] == 1 + 2 * 4
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"]

@@ -13,11 +13,14 @@ something to learn:
     click  ~ Bernoulli(sigmoid(SCALE * u_user . v_item + item bias + BIAS)); rating 5 if click else 2
 
 Items get rating counts from three bands: old (more than N_OLD), new (N_MIN < count <= N_OLD) and a
-few too rare to use. Users rate distinct items. Deterministic: one seeded numpy generator.
+few too rare to use. Users rate distinct items. Deterministic: one seeded numpy generator. The
+files are written into a temporary folder, then each renamed into place (no manifest and no
+id_space, unlike preprocess_metaemb.py's output: the shipped sample stays as it is).
 """
 import argparse
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(HERE)))))
 
 from datasets.movielens import preprocess_metaemb as pre  # noqa: E402
+from datasets.movielens.output import copy_files  # noqa: E402
 from datasets.movielens.raw import ML100K_GENRES  # noqa: E402
 
 SEED = 20190721
@@ -88,7 +92,9 @@ def main(argv=None):
     frame = ratings(rng, item_vec, user_vec)
     columns = pre.encode(frame, users, items)
     splits, stats = pre.split(columns, N_OLD, N_MIN, K, seed=SEED)
-    pre.write(columns, splits, stats, args.out, source="synthetic (models/rank/metaemb/data/make_sample.py)")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre.write(columns, splits, stats, tmp, source="synthetic (models/rank/metaemb/data/make_sample.py)")
+        copy_files(tmp, args.out)
     print({k: v for k, v in stats["rows"].items()})
 
 
