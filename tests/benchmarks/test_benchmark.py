@@ -91,8 +91,9 @@ def test_benchmark_existing_data_and_model_specific_hook(tmp_path):
     assert "baseline" not in result and "speedup" not in result
 
 
-def test_benchmark_user_error_is_one_line():
-    proc = run_tool("benchmarks/benchmark.py", "-m", DEEPFM_CONFIG, "--data", os.path.join(REPO, "no-such-dir"))
+@pytest.mark.parametrize("script", ["benchmarks/benchmark.py", "tools/benchmark.py"])  # the harness's path too
+def test_benchmark_user_error_is_one_line(script):
+    proc = run_tool(script, "-m", DEEPFM_CONFIG, "--data", os.path.join(REPO, "no-such-dir"))
     assert proc.returncode == 2
     assert "no-such-dir" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -227,7 +227,7 @@ def test_changed_source_or_schema_rebuilds(tmp_path):
     messages.clear()
     load([path], tmp_path, schema=criteo_schema(vocab=2000), messages=messages)
     assert any("converting" in m for m in messages)
-    assert len(os.listdir(tmp_path / "cache")) == 2  # the stale cache is removed (one folder + its lock)
+    assert len(os.listdir(tmp_path / "cache")) == 1  # the stale cache is removed, and no lock file is left
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "meta"])
