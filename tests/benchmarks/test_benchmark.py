@@ -16,7 +16,8 @@ from benchmarks import harness as bm
 from benchmarks.baselines import paddlerec_readers as pr
 
 DEEPFM_DIR = os.path.dirname(DEEPFM_CONFIG)
-SAMPLE_DIR = os.path.join(DEEPFM_DIR, "data", "train")
+SAMPLE_DIR = os.path.join(DEEPFM_DIR, "data", "train")  # the real Criteo rows: ids in [0, 1000000]
+REAL_IDS = "hyper_parameters.sparse_feature_number=1000001"
 SMALL_TABLE = "hyper_parameters.sparse_feature_number=100003"  # ids are re-hashed into it while synthesising
 
 
@@ -82,7 +83,7 @@ def test_benchmark_existing_data_and_model_specific_hook(tmp_path):
         "    return {'batch': config.get('runner.train_batch_size'), 'ok': True}\n")
     proc = run_tool("benchmarks/benchmark.py", "-m", str(model_dir / "config.yaml"), "--data", SAMPLE_DIR,
                     "--batch-size", "16", "--steps", "2", "--warmup", "0", "--infer-steps", "1",
-                    "--extra", str(tmp_path / "extra.py"))
+                    "--extra", str(tmp_path / "extra.py"), "-o", REAL_IDS)
     result, _ = _json_result(proc)
     assert result["data"]["synthesised"] is False and result["rows_requested"] is None
     with open(list_data_files(SAMPLE_DIR, "x")[0]) as f:
@@ -124,7 +125,7 @@ def test_line_by_line_baseline_matches_our_reader(tmp_path):
     """The baseline feeds the network exactly the rows our bulk reader produces."""
     
     module = _criteo_module()
-    config = model_config(DEEPFM_CONFIG)
+    config = model_config(DEEPFM_CONFIG, [REAL_IDS])
     files = list_data_files(SAMPLE_DIR, "x")
     ours = module.RecDataset(files, config)
     line_dataset = pr.LineByLineSlotDataset(files, bm.typed_slots(module, config))

@@ -143,7 +143,8 @@ def test_real_criteo_rows_train_and_infer(tmp_path):
         if not glob.glob(os.path.join(data, split, "*")):
             pytest.fail(f"models/rank/deepfm/data/{split} is missing")
     out = [f"runner.model_save_path={tmp_path / 'ckpt'}", f"runner.infer_load_path={tmp_path / 'ckpt'}",
-           f"runner.train_data_dir={os.path.join(data, 'train')}", f"runner.test_data_dir={os.path.join(data, 'test')}"]
+           f"runner.train_data_dir={os.path.join(data, 'train')}", f"runner.test_data_dir={os.path.join(data, 'test')}",
+           "hyper_parameters.sparse_feature_number=1000001"]  # their ids are hashed into [0, 1000000]
     log = train(out)
     assert re.search(r"epoch 1 done: loss: [0-9.]+, samples: 85,", log)
     log = infer(out)

@@ -69,7 +69,7 @@ def test_learns_a_simple_rule(tmp_path):
 
 
 def test_reader_shapes_on_shipped_sample():
-    config = model_config(DEEPFM_CONFIG)
+    config = model_config(DEEPFM_CONFIG, ["hyper_parameters.sparse_feature_number=1000001"])  # real rows' ids
     reader = importlib.import_module("models.common.datasets.criteo")
     path = os.path.join(FOLDER, "data", "train", "sample_train.txt")
     dataset = reader.RecDataset([path], config)

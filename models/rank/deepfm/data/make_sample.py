@@ -5,7 +5,7 @@
 
 One line per sample, exactly like the real rows in data/train and data/test:
 
-    click:<0|1> dense_feature:<x in [0, 1]> (13 times) 1:<id> ... 26:<id>   (ids in [0, 1000000])
+    click:<0|1> dense_feature:<x in [0, 1]> (13 times) 1:<id> ... 26:<id>   (ids in [0, 100000])
 
 Labels come from a hidden logistic model (the one a newcomer's DeepFM should rediscover):
 
@@ -16,7 +16,8 @@ Labels come from a hidden logistic model (the one a newcomer's DeepFM should red
 
 Each categorical field has its own vocabulary (VOCAB sizes, from 3 to 3000 values, like Criteo's
 mix of tiny and huge fields); values are drawn with power-law frequencies, so head ids repeat and
-train and test share them, and each (field, value) is hashed into [0, 1000000] once. The other
+train and test share them, and each (field, value) is hashed into [0, 100000] once (a
+table sized to the sample: its checkpoints are 16 MB, not 119). The other
 fields and dense features are noise. Train and test are consecutive draws of the same process.
 
 Deterministic: numpy only, one seeded generator, uniform draws only (rng.random), fixed text
@@ -31,7 +32,7 @@ SEED = 20240611
 TRAIN_ROWS = 1000
 TEST_ROWS = 400
 NUM_DENSE = 13
-NUM_IDS = 1000001  # hyper_parameters.sparse_feature_number: ids in [0, 1000000]
+NUM_IDS = 100001  # hyper_parameters.sparse_feature_number: ids in [0, 100000]
 POSITIVE_RATE = 0.3
 # Number of distinct values of categorical fields 1..26.
 VOCAB = [200, 100, 1000, 300, 40, 12, 800, 500, 3, 900, 400, 1000, 300,
