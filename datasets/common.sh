@@ -1,5 +1,6 @@
 # Shared by the datasets/<name>/run.sh scripts (sourced after HERE and USAGE_LINES are set):
-#   die MESSAGE          print "run.sh: error: MESSAGE" and exit 1
+#   die MESSAGE          print "run.sh: error: MESSAGE" and exit 2 (a user error, as the tools)
+#   fail MESSAGE         the same with exit status 1 (the network or the machine)
 #   usage                print the script's header comment (lines 2..USAGE_LINES)
 #   parse_args "$@"      --raw DIR, --out DIR (default HERE), -h/--help, and anything after -- in EXTRA
 #                        --replace: REPLACE_ARGS=(--replace), for run.sh to pass on to preprocess.py
@@ -11,7 +12,8 @@ OUT="$HERE"
 EXTRA=()
 REPLACE_ARGS=()
 
-die() { echo "run.sh: error: $*" >&2; exit 1; }
+die() { echo "run.sh: error: $*" >&2; exit 2; }
+fail() { echo "run.sh: error: $*" >&2; exit 1; }
 usage() { sed -n "2,${USAGE_LINES}p" "$0" | sed 's/^# \{0,1\}//'; }
 
 parse_args() {

@@ -35,20 +35,18 @@ all replaced, never mixed with the new ones. A killed run leaves only hidden lef
 by the next run. ``--check`` also checks the manifests and that the folders share one id space.
 """
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import sys
-import zipfile
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from models.common.artifacts import (Artifact, ArtifactError, file_fingerprint, fingerprint, writing_into,  # noqa: E402
-                                     manifest_files, read_manifest, write_json)
+from models.common.artifacts import (ArtifactError, file_fingerprint, fingerprint, manifest_files,  # noqa: E402
+                                     read_manifest, run_outputs, save_npz, write_json)
 from models.common.datasets.lookalike import AD, COLUMNS, DYNAMIC, SEQ_LENS, STATIC  # noqa: E402  (the files' columns)
 
 MISSING = "-1"  # code of a user without a value for a static field
@@ -142,16 +140,6 @@ def assemble(pairs, user_index, user_cols, ad_index, ad_cols):
     return {k: cols[k] for k in COLUMNS}
 
 
-def save_npz(path, cols):
-    """``np.savez`` with a fixed timestamp in the zip entries: the same columns, the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, values in cols.items():
-            entry = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            entry.external_attr = 0o644 << 16
-            with archive.open(entry, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(values), allow_pickle=False)
-
-
 def write(art, name, cols):
     save_npz(os.path.join(art.path, name), cols)
     art.rows[name] = len(cols["label"])
@@ -159,23 +147,10 @@ def write(art, name, cols):
           f"positives, {len(np.unique(cols['aid']))} tasks")
 
 
-@contextlib.contextmanager
 def outputs(out, replace, source):
-    """The three data folders as Artifacts {folder: Artifact}, entered before any work: a non-empty
-    one, or an earlier max_idxs.json, is refused unless ``replace``. On success the earlier
-    max_idxs.json is removed, then the folders published; the caller writes max_idxs.json last,
-    so one is only ever beside the folders of its own run."""
-    with writing_into(out, list(FOLDERS) + [SIDE_FILE]), contextlib.ExitStack() as stack:
-        arts = {sub: stack.enter_context(Artifact(os.path.join(out, sub), kind=KIND[sub], replace=replace,
-                                                  data_set="lookalike", source=source))
-                for sub in FOLDERS}
-        side = os.path.join(out, SIDE_FILE)
-        if os.path.lexists(side) and not replace:
-            raise ArtifactError(f"{side} exists (an earlier run's output); choose another --out, or --replace "
-                                f"to replace that run's output")
-        yield arts
-        if os.path.lexists(side):
-            os.remove(side)
+    """The three data folders as Artifacts; max_idxs.json is written last, beside its own run's folders."""
+    return run_outputs(out, {sub: {"kind": KIND[sub]} for sub in FOLDERS}, [SIDE_FILE], replace,
+                       data_set="lookalike", source=source)
 
 
 def build(raw, out, test_file, split_by, threshold, seed, replace=False):
@@ -302,8 +277,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     try:
-        if os.path.lexists(out) and not os.path.isdir(out):
-            raise LookalikeError(f"--out {out} is not a folder")
         if args.check:
             check(args.check)
         elif args.install:

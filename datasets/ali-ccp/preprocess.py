@@ -58,8 +58,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 from models.common.datasets.aliccp import DEFAULT_MAX_LEN, FIELDS  # noqa: E402
 from models.common.data import iter_line_blocks, parse_spaced_numbers  # noqa: E402
-from models.common.artifacts import (Artifact, ArtifactError, fingerprint, write_atomic, write_json,  # noqa: E402
-                                     writing_into)
+from models.common.artifacts import (ArtifactError, fingerprint, run_outputs, sha256_file, write_atomic,  # noqa: E402
+                                     write_json)
 
 BLOCK_BYTES = 4 << 20  # common features (long lines, few of them)
 SKELETON_BLOCK_BYTES = 256 << 10  # skeleton lines gain ~800 common pairs each: keeps a block ~1M pairs
@@ -67,7 +67,7 @@ FIELD_CODES = np.array([int.from_bytes(f.encode().ljust(8, b"\0"), "little") for
 FIELD_ORDER = np.argsort(FIELD_CODES)
 SORTED_CODES = FIELD_CODES[FIELD_ORDER]
 FIELD_TEXT = [f.encode() for f in FIELDS]
-OUTPUTS = ("train_data", "test_data")  # the data folders (runner.train_data_dir / test_data_dir)
+SPLITS = ("train", "test")  # the data folders <split>_data (runner.train_data_dir / test_data_dir)
 SIDE_FILES = ("meta.json", "sources.sha256")
 RAW_FILES = ("sample_skeleton_train.csv", "common_features_train.csv", "sample_skeleton_test.csv",
              "common_features_test.csv")
@@ -406,32 +406,13 @@ def convert(split, raw_dir, out_path, work, vocab, learn, widths=None):
     return stats
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def outputs(out, replace, layout):
-    """The run's data folders as Artifacts {split: Artifact}, entered before any work: a non-empty
-    one, or a side file of an earlier run, is refused unless ``replace``. On success the earlier
-    side files are removed, then the folders published; the caller writes the side files last, so
-    a meta.json is only ever beside the folders of its own run."""
-    with contextlib.ExitStack() as stack:
-        arts = {split: stack.enter_context(Artifact(os.path.join(out, f"{split}_data"),
-                                                    kind=f"Ali-CCP {split} rows ({layout})", replace=replace,
-                                                    data_set="aliccp", split=split))
-                for split in ("train", "test")}
-        side_files = [os.path.join(out, name) for name in SIDE_FILES if os.path.lexists(os.path.join(out, name))]
-        if side_files and not replace:
-            raise ArtifactError(f"{side_files[0]} exists (an earlier run's output); choose another --out, or "
-                                f"--replace to replace that run's output")
-        yield arts
-        for path in side_files:
-            os.remove(path)
+    """The run's data folders as Artifacts {split: Artifact} (models.common.artifacts.run_outputs):
+    meta.json and sources.sha256 are written last, beside their own run's folders."""
+    folders = {f"{split}_data": {"kind": f"Ali-CCP {split} rows ({layout})", "split": split} for split in SPLITS}
+    with run_outputs(out, folders, SIDE_FILES, replace, leftovers=("aliccp-work",), data_set="aliccp") as arts:
+        yield {split: arts[f"{split}_data"] for split in SPLITS}
 
 
 def write_side_files(out, meta, sources):
@@ -441,9 +422,9 @@ def write_side_files(out, meta, sources):
 
 
 def preprocess_raw(args, out, widths):
-    work = tempfile.mkdtemp(dir=out, prefix=".aliccp-work.")
-    try:
-        with outputs(out, args.replace, args.format) as arts:
+    with outputs(out, args.replace, args.format) as arts:
+        work = tempfile.mkdtemp(dir=out, prefix=".aliccp-work.")
+        try:
             sources = {name: sha256_file(os.path.join(args.raw, name)) for name in RAW_FILES
                        if os.path.isfile(os.path.join(args.raw, name))}
             vocab = Vocabulary()
@@ -461,8 +442,8 @@ def preprocess_raw(args, out, widths):
                                     "sparse_feature_number": vocab.size + 1, "fields": FIELDS, "max_len": widths})
             for art in arts.values():
                 art.fingerprints["id_space"] = id_space
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     meta = {"sparse_feature_number": vocab.size + 1, "fields": FIELDS, "counts": stats, "format": args.format,
             "max_len": widths, "sources": sources, "id_space": id_space}
     write_side_files(out, meta, sources)
@@ -535,13 +516,10 @@ def main(argv=None):
             widths[name] = int(value)
     out = os.path.abspath(args.out)
     try:
-        if os.path.lexists(out) and not os.path.isdir(out):
-            raise RawDataError(f"--out {out} is not a folder")
-        with writing_into(out, OUTPUTS + SIDE_FILES + ("aliccp-work",)):
-            if args.paddlerec:
-                install_paddlerec(args, out)
-            else:
-                preprocess_raw(args, out, widths)
+        if args.paddlerec:
+            install_paddlerec(args, out)
+        else:
+            preprocess_raw(args, out, widths)
     except (RawDataError, ArtifactError) as error:
         print(f"preprocess.py: error: {error}", file=sys.stderr)
         return 2

@@ -28,9 +28,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BASE="${ALICCP_BASE_URL:-https://paddlerec.bj.bcebos.com/esmm}"
 USAGE_LINES=16
-source "$HERE/../common.sh"  # die, usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY
-die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
-fail() { echo "run.sh: error: $*" >&2; exit 1; }
+source "$HERE/../common.sh"  # die (exit 2), fail (exit 1), usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY
 parse_args "$@"
 
 # PaddleRec's preprocessed files: first line must look like id,0|1,0|1,<field>:<id>,...

@@ -31,7 +31,6 @@ belong together. An output that already exists is refused (exit 2) unless ``--re
 one run at a time writes into OUT, and the leftovers of a killed run are removed.
 """
 import argparse
-import contextlib
 import io
 import os
 import sys
@@ -41,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from models.common.artifacts import Artifact, ArtifactError, fingerprint, write_json, writing_into  # noqa: E402
+from models.common.artifacts import ArtifactError, fingerprint, run_outputs, write_json  # noqa: E402
 from models.common.datasets.census import FEATURES, LABELS  # noqa: E402  (the columns the readers read)
 
 COLUMNS = [
@@ -173,12 +172,9 @@ def preprocess(args):
     """Write OUT/train_data, OUT/test_data (artifacts) and then OUT/meta.json; return meta."""
     out = os.path.abspath(args.out)
     meta_path = os.path.join(out, "meta.json")
-    with writing_into(out, ["train_data", "test_data", "meta.json"]), contextlib.ExitStack() as stack:
-        folders = {name: stack.enter_context(Artifact(
-            os.path.join(out, f"{name}_data"), f"census {name} split (columnar CSV)", replace=args.replace,
-            data_set="census", split=name)) for name in ("train", "test")}
-        if os.path.lexists(meta_path) and not args.replace:
-            raise ArtifactError(f"{meta_path} already exists; choose another folder, or --replace to replace it")
+    specs = {f"{name}_data": {"kind": f"census {name} split (columnar CSV)", "split": name} for name in ("train", "test")}
+    with run_outputs(out, specs, ["meta.json"], args.replace, data_set="census") as arts:
+        folders = {name: arts[f"{name}_data"] for name in ("train", "test")}
         train, test, how = read_and_split(args)
         stats, categories, names = fit(train)
         id_space = fingerprint({"format": "census columnar CSV", "feature_names": names, "numeric_mean_std": stats,

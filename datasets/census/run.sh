@@ -25,9 +25,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 URL="${CENSUS_URL:-https://archive.ics.uci.edu/ml/machine-learning-databases/census-income-mld/census.tar.gz}"
 USAGE_LINES=16
-source "$HERE/../common.sh"  # die, usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY, sha256_of
-die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
-fail() { echo "run.sh: error: $*" >&2; exit 1; }  # the network or the machine
+source "$HERE/../common.sh"  # die (exit 2), fail (exit 1), usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY, sha256_of
 parse_args "$@"
 
 records() { awk 'END { print NR }' "$1"; }  # counts a last line without a newline too

@@ -41,7 +41,6 @@ holds files is refused (exit 2) unless ``--replace`` is given; one run at a time
 writes into ``--out``, and the leftovers of a killed run are removed.
 """
 import argparse
-import contextlib
 import csv
 import functools
 import gzip
@@ -59,7 +58,7 @@ from pandas.util import hash_array
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from models.common.artifacts import Artifact, ArtifactError, fingerprint, writing_into  # noqa: E402
+from models.common.artifacts import ArtifactError, fingerprint, run_outputs  # noqa: E402
 from models.common.datasets.criteo import DENSE, LABEL, NUM_DENSE, NUM_SPARSE, SPARSE  # noqa: E402  (the format the readers read)
 
 DENSE_COLS = ["I%d" % i for i in range(1, NUM_DENSE + 1)]
@@ -406,10 +405,10 @@ def preprocess(args):
     t0 = time.time()
     out = os.path.abspath(args.out)
     names = {"train": args.train_name, "test": args.test_name}
-    with writing_into(out, names.values()), contextlib.ExitStack() as stack:
-        folders = {split: stack.enter_context(Artifact(
-            os.path.join(out, name), "criteo %s split (PaddleRec slot format)" % split, replace=args.replace,
-            data_set="criteo", split=split)) for split, name in names.items()}
+    specs = {name: {"kind": f"criteo {split} split (PaddleRec slot format)", "split": split}
+             for split, name in names.items()}
+    with run_outputs(out, specs, replace=args.replace, data_set="criteo") as arts:
+        folders = {split: arts[name] for split, name in names.items()}
         path = resolve_raw(args.raw)
         writers = {split: PartWriter(art.path, args.lines_per_file) for split, art in folders.items()}
         try:

@@ -30,9 +30,7 @@ TRAIN_NAME=slot_train_data_full
 TEST_NAME=slot_test_data_full
 
 USAGE_LINES=15
-source "$HERE/../common.sh"  # die, usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY, sha256_of
-die() { echo "run.sh: error: $*" >&2; exit 2; }  # a user error: exit status 2, as the tools
-fail() { echo "run.sh: error: $*" >&2; exit 1; }  # the network or the machine
+source "$HERE/../common.sh"  # die (exit 2), fail (exit 1), usage, parse_args (RAW, OUT, REPLACE_ARGS, EXTRA), PY, sha256_of
 parse_args "$@"
 
 file_size() { wc -c < "$1" | tr -d ' '; }

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 
-from models.common.artifacts import MANIFEST, Artifact, fingerprint, write_manifest, writing_into
+from models.common.artifacts import MANIFEST, fingerprint, sole_artifact, write_manifest
 
 DATA_SET = "movielens"
 
@@ -35,16 +35,11 @@ def id_space(step, raw_digest, **decides):
 
 @contextlib.contextmanager
 def step_artifact(out, kind, replace=False, command=None):
-    """``Artifact(out, kind, replace=replace, data_set="movielens")``, written while holding a lock
-    on the folder around ``out`` (the kernel drops it when the process ends, killed or not): one
-    run at a time writes there - another stops at once, naming the folder - and what a killed
-    earlier run left beside ``out`` (its hidden staging folder, or the old folder it was about to
-    remove) is removed first. ``command``: the command the manifests record when it is not the
-    process's (a step's ``main(argv)`` called from Python)."""
-    out = os.path.abspath(out)
-    parent, name = os.path.split(out)
+    """``sole_artifact(out, kind, replace=replace, data_set="movielens")``: one run at a time writes
+    ``out``, and what a killed earlier run left beside it is removed first. ``command``: the command
+    the manifests record when it is not the process's (a step's ``main(argv)`` called from Python)."""
     about = {"data_set": DATA_SET, **({} if command is None else {"command": list(command)})}
-    with writing_into(parent, [name]), Artifact(out, kind, replace=replace, **about) as art:
+    with sole_artifact(out, kind, replace=replace, **about) as art:
         yield art
 
 

@@ -36,7 +36,6 @@ import os
 import re
 import sys
 import warnings
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -46,6 +45,7 @@ warnings.filterwarnings("ignore", message="No ccache found")  # paddle's, on imp
 
 from datasets.movielens import raw  # noqa: E402
 from datasets.movielens.output import data_folder, id_space, step_artifact  # noqa: E402
+from models.common.artifacts import save_npz  # noqa: E402
 from models.common.datasets.movielens import COLDSTART_COLUMNS as COLUMNS  # noqa: E402  (the files' columns)
 from models.common.datasets.movielens import GENRE_VOCAB, GENRES_LEN, TITLE_LEN, YEAR_BASE, YEAR_VOCAB  # noqa: E402
 
@@ -179,16 +179,6 @@ KINDS = {"pretrain": "metaemb pre-training rows (old items)", "meta": "metaemb g
          "warm": "metaemb warm-up batches a-c (new items)", "test": "metaemb test rows (new items)"}
 
 
-def save_npz(path, arrays):
-    """np.savez_compressed with a fixed timestamp in the zip entries: the same arrays give the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, array in arrays.items():
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            entry.compress_type, entry.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-            with archive.open(entry, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
-
-
 def write(columns, splits, stats, out_dir, source="", space=None):
     """The split files and meta.json into the folder ``out_dir``; -> {folder: {file: rows}}. With
     ``space`` (the run's id space), meta.json carries it as "id_space"."""
@@ -196,7 +186,7 @@ def write(columns, splits, stats, out_dir, source="", space=None):
     for name, indices in splits.items():
         folder = os.path.join(out_dir, FOLDERS[name])
         os.makedirs(folder, exist_ok=True)
-        save_npz(os.path.join(folder, f"{name}.npz"), {c: columns[c][indices] for c in COLUMNS})
+        save_npz(os.path.join(folder, f"{name}.npz"), {c: columns[c][indices] for c in COLUMNS}, compress=True)
         rows.setdefault(FOLDERS[name], {})[f"{name}.npz"] = len(indices)
     vocab = {"item_id": int(columns["item_id"].max()) + 1, "user_id": int(columns["user_id"].max()) + 1,
              "title": int(columns["title"].max()) + 1, "year": YEAR_VOCAB, "genres": len(GENRES),

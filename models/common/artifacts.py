@@ -25,6 +25,7 @@ import socket
 import sys
 import tempfile
 import time
+import zipfile
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "rec-artifact/1"
@@ -52,6 +53,20 @@ def write_atomic(path, write):
         raise
 
 
+def save_npz(path, arrays, compress=False):
+    """``np.savez`` (``compress``: ``np.savez_compressed``) with a fixed timestamp in the zip
+    entries: the same arrays give the same bytes, so that a rerun can be compared byte for byte."""
+    import numpy as np
+
+    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=compression, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type, entry.external_attr = compression, 0o644 << 16
+            with archive.open(entry, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
 def _strict(value):
     """NaN (e.g. the AUC of a one-label set) -> None, so that the file is strict JSON."""
     if isinstance(value, dict):
@@ -72,13 +87,18 @@ def fingerprint(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_fingerprint(path):
-    """A short digest of a file's bytes (a side file: dataset.json, meta.json, a vectors file)."""
+def sha256_file(path):
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def file_fingerprint(path):
+    """A short digest of a file's bytes (a side file: dataset.json, meta.json, a vectors file)."""
+    return sha256_file(path)[:16]
 
 
 # ---- folders ------------------------------------------------------------------------------------
@@ -212,13 +232,15 @@ def manifest_files(folder, manifest, config_key, others_allowed=False):
 
 # ---- one writer per folder ------------------------------------------------------------------------
 @contextlib.contextmanager
-def writing_into(out, names):
+def writing_into(out, names, option="--out"):
     """Hold the folder ``out`` while a pipeline writes its outputs ``names`` (folders or files)
     there: a lock on the folder itself (no file is made in it; the kernel drops it when the
     process ends, killed or not), so a second run into ``out`` stops at once instead of mixing its
     outputs with this run's; then what a killed run left of those outputs is removed (hidden
     ``.<name>.staging-*`` / ``.<name>.old-*`` folders and ``.<name>.*`` temporary files). On a file
     system without locks (some network ones) neither happens."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ArtifactError(f"{option} {out} is not a folder")
     os.makedirs(out, exist_ok=True)
     fd = os.open(out, os.O_RDONLY)
     try:
@@ -227,7 +249,7 @@ def writing_into(out, names):
             locked = True
         except BlockingIOError:
             raise ArtifactError(f"{out} is being written by another run; wait for it, or choose another "
-                                f"--out") from None
+                                f"{option}") from None
         except OSError:
             locked = False
         for entry in os.listdir(out) if locked else ():
@@ -240,6 +262,37 @@ def writing_into(out, names):
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def sole_artifact(destination, kind, option="--out", **settings):
+    """``Artifact(destination, kind, **settings)`` written while holding the folder around it
+    (``writing_into``): one writer at a time, and what a killed earlier writer left beside it (its
+    staging folder) is removed first. ``option``: what the user sets the destination with."""
+    parent, name = os.path.split(os.path.abspath(destination))
+    with writing_into(parent, [name], option), Artifact(destination, kind, **settings) as art:
+        yield art
+
+
+@contextlib.contextmanager
+def run_outputs(out, folders, side_files=(), replace=False, leftovers=(), **about):
+    """The output folders of one pipeline run in ``out`` - ``folders`` {name: {"kind": ..., more
+    manifest fields}} - as Artifacts {name: Artifact}, entered before any work, while holding
+    ``out`` (``writing_into``; ``leftovers``: names of other hidden work folders a killed run may
+    have left). A non-empty folder or an earlier run's side file (``side_files``: names in ``out``)
+    is refused unless ``replace``. On success the earlier side files are removed, then the folders
+    published; the caller writes its side files last, so that a side file is only ever beside the
+    folders of its own run."""
+    with writing_into(out, [*folders, *side_files, *leftovers]), contextlib.ExitStack() as stack:
+        arts = {name: stack.enter_context(Artifact(os.path.join(out, name), replace=replace, **about, **fields))
+                for name, fields in folders.items()}
+        earlier = [os.path.join(out, n) for n in side_files if os.path.lexists(os.path.join(out, n))]
+        if earlier and not replace:
+            raise ArtifactError(f"{earlier[0]} already exists (an earlier run's output); choose another --out, or "
+                                f"--replace to replace that run's output")
+        yield arts
+        for path in earlier:
+            os.remove(path)
 
 
 
