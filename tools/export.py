@@ -19,8 +19,8 @@ import tools.utils  # noqa: E402
 tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 
 from tools.infer import epochs_to_evaluate  # noqa: E402
-from models.common.artifacts import Artifact, fingerprint  # noqa: E402
-from tools.utils.checkpoint import load_checkpoint, read_run  # noqa: E402
+from models.common.artifacts import fingerprint, sole_artifact  # noqa: E402
+from tools.utils.checkpoint import check_model_config, load_checkpoint, read_run  # noqa: E402
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, add_config_arguments, setup  # noqa: E402
 
@@ -49,8 +49,9 @@ def main(argv=None):
         load_checkpoint(load_path, epochs[-1], model)
         ctx.log(f"exporting epoch {epochs[-1]} of {load_path}")
         run = read_run(load_path) or {}
-        with Artifact(args.out, f"export of {dm.model_name()}", replace=args.replace, checkpoint=load_path,
-                      epoch=epochs[-1], model_config_digest=run.get("digest")) as artifact:
+        check_model_config(run, config, dm.full_config_spec(config), ctx.log)
+        with sole_artifact(args.out, f"export of {dm.model_name()}", replace=args.replace, checkpoint=load_path,
+                           epoch=epochs[-1], model_config_digest=run.get("digest")) as artifact:
             artifact.fingerprints["model"] = fingerprint([run.get("digest"), load_path, epochs[-1]])
             return dm.export(model, config, artifact, args.vectors, args.jit, ctx.log)
     except USER_ERRORS as error:

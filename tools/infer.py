@@ -24,10 +24,10 @@ import tools.utils  # noqa: E402
 
 tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 
-from models.common.artifacts import Artifact, read_manifest, write_json  # noqa: E402
+from models.common.artifacts import read_manifest, sole_artifact, write_json  # noqa: E402
 from models.common.evaluation import numbers  # noqa: E402
 from tools.utils.checkpoint import (CheckpointError, best_epoch, check_writable, complete_epochs,  # noqa: E402
-                                    config_differences, data_differences, load_checkpoint, read_run, side_files)
+                                    check_model_config, data_differences, load_checkpoint, read_run, side_files)
 from tools.utils.config import ConfigError  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, Context, add_config_arguments, seed_everything, setup  # noqa: E402
 
@@ -63,12 +63,7 @@ def prepare_evaluation(config, spec, log, default_output):
     if load_path != config.get("runner.model_save_path"):
         source += f"; runner.model_save_path is {config.get('runner.model_save_path')}"
     log(f"evaluating epoch(s) {epochs} of {load_path} ({source}); output to {output_dir}")
-    run = read_run(load_path)
-    for key, difference in (config_differences(run, config) if run else {}).items():
-        if key in spec and spec[key].scoring:
-            raise ConfigError(f"{key}: {difference}; the model's scores depend on it, so evaluate with the value "
-                              f"it was trained with (-o {key}=...)")
-        log(f"note: {key}: {difference}")
+    check_model_config(read_run(load_path), config, spec, log)
     return load_path, epochs, output_dir
 
 
@@ -121,8 +116,9 @@ def infer(ctx, seeds=1):
             config.get("runner.model_save_path"), f"{evaluation.name}_seeds{seeds}")
         check_writable(output_dir, "runner.infer_output_path")
         ctx.log(f"{seeds} seeds from {config.get('runner.seed')}: each trains its model into {output_dir}/seed<s>/base")
-    with Artifact(output_dir, f"{evaluation.name} of {dm.model_name()}", replace=replaceable(output_dir, evaluation, config),
-                  replace_hint="-o runner.overwrite=true", checkpoints=load_path) as out:
+    with sole_artifact(output_dir, f"{evaluation.name} of {dm.model_name()}", option="runner.infer_output_path",
+                       replace=replaceable(output_dir, evaluation, config), replace_hint="-o runner.overwrite=true",
+                       checkpoints=load_path) as out:
         runs = [(("epoch", e), config, load_path, e) for e in epochs] if seeds == 1 else seed_models(ctx, seeds, out.path)
         results, entries = {}, []
         for (kind, number), run_config, folder, epoch in runs:

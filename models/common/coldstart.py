@@ -37,9 +37,8 @@ import pandas as pd
 import paddle
 
 from models.common.artifacts import write_atomic, write_json
-from models.common.data import list_data_files
 from models.common.base_model import BaseDygraphModel
-from models.common.data.loader import to_tensors
+from models.common.data.loader import create_dataset, to_tensors
 from models.common.evaluation import Evaluation
 from models.common.loading import load_reader
 from models.common.meta import binary_cross_entropy, lookup
@@ -81,8 +80,7 @@ def load_sets(config):
 def check_cold(config, sets, id_name="item_id"):
     """The protocol's split: the new items (warm-up and test sets) never occur in pre-training
     (runner.train_data_dir) nor in the generator's sets of old items; else the "cold" start is not."""
-    train = load_reader(config, "train")(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"),
-                                         config)
+    train = create_dataset(load_reader(config, "train"), config, "train")
     old = {"runner.train_data_dir": np.unique(train.column(id_name)),
            "runner.meta_data_dir": np.unique(np.concatenate([d[id_name] for d in sets["meta"].values()]))}
     for name, data in [*((f"warm_{s}", d) for s, d in sets["warm"].items()), ("test", sets["test"])]:

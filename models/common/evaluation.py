@@ -19,11 +19,9 @@ import pandas as pd
 import paddle
 
 from models.common.artifacts import write_atomic
-from models.common.data import list_data_files
-from models.common.data.loader import create_loader
+from models.common.data.loader import create_dataset, create_loader
 from models.common.loading import load_reader
 from models.common.metrics import to_numpy
-from models.common.spec import ConfigError
 
 
 def evaluate(dygraph_model, model, dataset, config, collect=False):
@@ -51,10 +49,7 @@ def evaluate(dygraph_model, model, dataset, config, collect=False):
 
 def test_rows(config):
     """The infer reader's dataset over ``runner.test_data_dir``."""
-    folder = config.get("runner.test_data_dir")
-    if not folder:
-        raise ConfigError(f"{config.path}: 'runner.test_data_dir' is required to evaluate")
-    return load_reader(config, "infer")(list_data_files(folder, "runner.test_data_dir"), config)
+    return create_dataset(load_reader(config, "infer"), config, "infer")
 
 
 def numbers(values):

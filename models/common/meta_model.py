@@ -424,11 +424,14 @@ class FinetuneEvaluation(Evaluation):
         return results
 
     def finish(self, results, output_dir):
-        headline = {}
-        for name, summary in list(results.values())[-1].items():
-            headline[f"auc_{name}"] = summary["auc"]
-            headline[f"gauc_{name}"] = summary["gauc"]
-            headline[f"auc_{name}_no_finetune"] = summary["no_finetune"]["auc"]
-            headline[f"gauc_{name}_no_finetune"] = summary["no_finetune"]["gauc"]
-        return headline
+        """Each run's per-set AUC and GAUC, with and without fine-tuning, as flat numbers; the base
+        class picks the last epoch's, or the mean over seeds."""
+        flat = {}
+        for label, result in results.items():
+            flat[label] = {}
+            for name, summary in result.items():
+                flat[label].update({f"auc_{name}": summary["auc"], f"gauc_{name}": summary["gauc"],
+                                    f"auc_{name}_no_finetune": summary["no_finetune"]["auc"],
+                                    f"gauc_{name}_no_finetune": summary["no_finetune"]["gauc"]})
+        return super().finish(flat, output_dir)
 

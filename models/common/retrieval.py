@@ -13,9 +13,8 @@ import time
 import numpy as np
 import paddle
 
-from models.common.data.loader import to_tensors
+from models.common.data.loader import create_dataset, to_tensors
 from models.common.datasets.movielens import dataset_info
-from models.common.data import list_data_files
 from models.common.data.columns import refuse_rows
 from models.common.evaluation import Evaluation, test_rows
 from models.common.loading import load_reader
@@ -40,12 +39,6 @@ def export_embeddings(model, dataset, batch_size, num_items):
     return {"user_emb": np.concatenate(users).astype("float32"), "user_ids": np.concatenate(user_ids),
             "targets": np.concatenate(targets), "item_emb": np.concatenate(items).astype("float32"),
             "item_ids": item_ids}
-
-
-def train_rows(config):
-    """The training rows (runner.train_data_dir through the train reader)."""
-    return load_reader(config, "train")(list_data_files(config.get("runner.train_data_dir"), "runner.train_data_dir"),
-                                        config)
 
 
 def check_held_out(train, test):
@@ -181,7 +174,7 @@ class RetrievalEvaluation(Evaluation):
         if top_k > items:
             raise ConfigError(f"hyper_parameters.retrieval.top_k: K = {top_k} is more than the {items} items of the "
                               f"catalog ({config.get('hyper_parameters.dataset_info_path')})")
-        check_held_out(train_rows(config), self.dataset)
+        check_held_out(create_dataset(load_reader(config, "train"), config, "train"), self.dataset)
 
     def evaluate(self, model, config, label, output_dir):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731

@@ -187,7 +187,9 @@ def test_test_rows_of_another_id_space_are_refused(tmp_path):
     assert_user_error(run_tool("tools/infer.py", "-m", DEEPFM_CONFIG, *common, f"runner.test_data_dir={tmp_path / 'test'}"),
                       "runner.test_data_dir: its id space (manifest.json: another preprocessing run), not the training "
                       "data's: 'run-2', in training 'run-1'")
+    (tmp_path / "ckpt" / ".infer.staging-killed").mkdir()  # what an infer killed half-way leaves
     ok(run_tool("tools/infer.py", "-m", DEEPFM_CONFIG, *common, f"runner.test_data_dir={tmp_path / 'test_same'}"))
+    assert not (tmp_path / "ckpt" / ".infer.staging-killed").exists()
     cache = sorted(p.name for p in (tmp_path / "cache").rglob("*"))
     assert any(name.endswith(".npy") for name in cache) and not [n for n in cache if n.startswith(".")]  # no lock files
 
@@ -259,6 +261,10 @@ def test_an_export_is_written_whole_and_never_over_another(tmp_path):
     manifest = read_manifest(str(tmp_path / "export"))
     assert manifest["files"]["item_keys.npy"]["rows"] == len(np.loadtxt(os.path.join(vectors, "items.txt")))
     assert_user_error(run_tool(*export, "--vectors", vectors), "already holds files", "--replace")
+    # another score function than the model was trained with: refused before anything is written
+    assert_user_error(run_tool(*export, "--vectors", vectors, "--replace", "-o", "hyper_parameters.score=dot"),
+                      "hyper_parameters.score: 'product' in the saved run, 'dot' now; the model's scores depend on it")
+    assert read_manifest(str(tmp_path / "export")) == manifest
     users_only = tmp_path / "users_only"
     users_only.mkdir()
     for name in ("users.npy", "users.txt"):

@@ -14,7 +14,7 @@ import time
 
 import paddle
 
-from models.common.artifacts import file_fingerprint, write_json
+from models.common.artifacts import file_fingerprint, fingerprint, write_json
 from models.common.base_model import unwrap
 from tools.utils.config import ConfigError, _flatten
 
@@ -152,12 +152,6 @@ def model_config(config):
     return json.loads(json.dumps(_flatten(sections), sort_keys=True, default=str))
 
 
-def config_digest(values):
-    import hashlib
-
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def read_run(folder):
     """The manifest of the run that wrote ``folder``, or None."""
     try:
@@ -174,6 +168,18 @@ def config_differences(run, config):
             for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)}
 
 
+def check_model_config(run, config, spec, log):
+    """Before a trained model is used (evaluated, exported): log each difference between the
+    training run's model config (``run``: its run.json, or None) and ``config`` as a note; a key
+    ``spec`` declares ``scoring`` is a ConfigError, as the model would score with another function
+    than it was trained with."""
+    for key, difference in (config_differences(run, config) if run else {}).items():
+        if key in spec and spec[key].scoring:
+            raise ConfigError(f"{key}: {difference}; the model's scores depend on it, so use the value it was "
+                              f"trained with (-o {key}=...)")
+        log(f"note: {key}: {difference}")
+
+
 def write_run(folder, config, data=None, side_files=None):
     """Write ``folder/run.json``: this run's model config (before its first checkpoint, so that
     no checkpoint exists without a manifest), what it trains on (``data``: the training rows'
@@ -181,7 +187,7 @@ def write_run(folder, config, data=None, side_files=None):
     config names (``side_files``: {key: fingerprint})."""
     values = model_config(config)
     write_json(os.path.join(folder, RUN_FILE), {
-        "config": config.path, "model_config": values, "digest": config_digest(values),
+        "config": config.path, "model_config": values, "digest": fingerprint(values),
         "data": {"train": data} if data else {}, "side_files": side_files or {},
         "created": time.strftime("%Y-%m-%d %H:%M:%S")})
 

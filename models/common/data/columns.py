@@ -83,8 +83,10 @@ class CachedDataset(ColumnDataset):
             names.append(meta.get("column_names") or {})
         super().__init__(schema, parts)
         self.files, self.skipped_lines, self.cache_dir = list(file_list), skipped, folder
+        folders = {path: os.path.dirname(os.path.abspath(path)) for path in file_list}
+        spaces = {f: folder_id_space(f) for f in set(folders.values())}  # one manifest read per folder
         self.identity = {"schema": fingerprint(schema.signature()),
-                         "id_space": same(file_list, id_space_of, "id space (manifest.json)"),
+                         "id_space": same(file_list, lambda path: spaces[folders[path]], "id space (manifest.json)"),
                          "column_names": same(file_list, dict(zip(file_list, names)).get, "column names")}
 
 
@@ -98,9 +100,9 @@ def refuse_rows(dataset, mask, what):
                               + (f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""))
 
 
-def id_space_of(path):
-    """The id space the manifest of ``path``'s folder records, or None."""
-    manifest = read_manifest(os.path.dirname(os.path.abspath(path)))
+def folder_id_space(folder):
+    """The id space the manifest of ``folder`` records, or None."""
+    manifest = read_manifest(folder)
     return (manifest or {}).get("fingerprints", {}).get("id_space")
 
 

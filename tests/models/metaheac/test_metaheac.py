@@ -438,3 +438,17 @@ def test_train_and_infer_meta_end_to_end(tmp_path):
     assert third.returncode == 0, third.stdout + third.stderr
     with open(os.path.join(out, "metrics.json")) as f:
         assert json.load(f)["headline"] == head
+
+
+def test_headline_is_the_mean_over_seeds_and_the_last_epoch_otherwise():
+    """tools/infer.py --seeds N: the headline is the seeds' mean, not the last seed's figures."""
+    evaluation = object.__new__(meta_model.FinetuneEvaluation)
+    evaluation.dm, evaluation.log = object(), lambda message: None
+
+    def result(auc):
+        return {"hot": {"auc": auc, "gauc": auc - 0.1, "no_finetune": {"auc": auc - 0.2, "gauc": auc - 0.3}}}
+
+    seeds = evaluation.finish({"seed1": result(0.6), "seed2": result(0.8)}, None)
+    assert seeds == pytest.approx({"auc_hot": 0.7, "gauc_hot": 0.6, "auc_hot_no_finetune": 0.5,
+                                   "gauc_hot_no_finetune": 0.4})
+    assert evaluation.finish({"epoch0": result(0.6), "epoch1": result(0.8)}, None)["auc_hot"] == 0.8
