@@ -45,11 +45,11 @@ def main(argv=None):
             config.set("runner.infer_start_epoch", args.epoch)
             config.set("runner.infer_end_epoch", args.epoch + 1)
         load_path, epochs = epochs_to_evaluate(config)
+        run = read_run(load_path) or {}
+        check_model_config(run, config, dm.full_config_spec(config), ctx.log)  # before the load names a shape
         model = dm.create_model(config)
         load_checkpoint(load_path, epochs[-1], model)
         ctx.log(f"exporting epoch {epochs[-1]} of {load_path}")
-        run = read_run(load_path) or {}
-        check_model_config(run, config, dm.full_config_spec(config), ctx.log)
         with sole_artifact(args.out, f"export of {dm.model_name()}", replace=args.replace, checkpoint=load_path,
                            epoch=epochs[-1], model_config_digest=run.get("digest")) as artifact:
             artifact.fingerprints["model"] = fingerprint([run.get("digest"), load_path, epochs[-1]])

@@ -15,7 +15,7 @@ import pytest
 from models.common.artifacts import Artifact, ArtifactError, FolderLock, read_manifest, write_manifest
 from models.common.data import DataFormatError, list_data_files
 from tests.conftest import DEEPFM_CONFIG, REPO, model_config, run_tool, write_criteo_like
-from tests.tools.test_bad_input import assert_user_error, tiny
+from tests.tools.test_bad_input import assert_user_error, ok, tiny
 from tests.tools.test_distributed import write_tiny_data
 
 MMOE = os.path.join(REPO, "models", "multitask", "mmoe")
@@ -23,10 +23,6 @@ DSSM = os.path.join(REPO, "models", "recall", "dssm", "config.yaml")
 METAEMB = os.path.join(REPO, "models", "rank", "metaemb")
 PRETRAINED = os.path.join(REPO, "models", "recall", "pretrained_dssm")
 
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
 
 
 # ---- data folders: only the data files, through the manifest when there is one -------------------
@@ -51,7 +47,6 @@ def test_a_folder_with_manifest_is_read_through_it(tmp_path):
     folder = tmp_path / "train"
     with Artifact(str(folder), "rows") as art:
         for name in ("a.txt", "b.txt"):
-            (tmp_path / "x").write_text("")
             with open(os.path.join(art.path, name), "w") as f:
                 f.write("1\n")
             art.rows[name] = 1
@@ -253,7 +248,8 @@ def test_esmm_purchase_without_click_is_refused(tmp_path):
 # ---- exports ------------------------------------------------------------------------------------
 def test_an_export_is_written_whole_and_never_over_another(tmp_path):
     ckpt = str(tmp_path / "ckpt")
-    ok(run_tool("tools/trainer.py", "-m", os.path.join(PRETRAINED, "config.yaml"), "-o", f"runner.model_save_path={ckpt}"))
+    ok(run_tool("tools/trainer.py", "-m", os.path.join(PRETRAINED, "config.yaml"), "-o", f"runner.model_save_path={ckpt}",
+                "runner.epochs=1"))
     vectors = os.path.join(PRETRAINED, "data", "vectors")
     export = ["models/recall/pretrained_dssm/export.py", "-m", os.path.join(PRETRAINED, "config.yaml"), "-o",
               f"runner.model_save_path={ckpt}", "--out", str(tmp_path / "export")]
@@ -284,7 +280,8 @@ def test_an_export_is_written_whole_and_never_over_another(tmp_path):
 
 def test_retrieve_checks_top_n_and_outputs_before_work(tmp_path):
     ckpt = str(tmp_path / "ckpt")
-    ok(run_tool("tools/trainer.py", "-m", os.path.join(PRETRAINED, "config.yaml"), "-o", f"runner.model_save_path={ckpt}"))
+    ok(run_tool("tools/trainer.py", "-m", os.path.join(PRETRAINED, "config.yaml"), "-o", f"runner.model_save_path={ckpt}",
+                "runner.epochs=1"))
     ok(run_tool("models/recall/pretrained_dssm/export.py", "-m", os.path.join(PRETRAINED, "config.yaml"), "-o",
                 f"runner.model_save_path={ckpt}", "--out", str(tmp_path / "export"), "--vectors",
                 os.path.join(PRETRAINED, "data", "vectors")))
