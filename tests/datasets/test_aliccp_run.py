@@ -16,6 +16,7 @@ import time
 import pytest
 
 from models.common import artifacts
+from models.common.artifacts import read_manifest
 from models.common.data import list_data_files
 from tests.conftest import model_config
 
@@ -175,11 +176,6 @@ def run_replacing(raw, out, *extra):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def manifest(folder):
-    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
 def snapshot(out, names):
     """{relative path: bytes} of every file under ``out/<name>`` (manifests without their time)."""
     files = {}
@@ -285,7 +281,7 @@ def test_outputs_carry_manifests_and_one_id_space(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     spaces = set()
     for split, rows in (("train", 3), ("test", 1)):
-        found = manifest(out / f"{split}_data")
+        found = read_manifest(out / f"{split}_data")
         assert found["files"] == {f"{split}.txt": {"bytes": (out / f"{split}_data" / f"{split}.txt").stat().st_size,
                                                    "rows": rows}}
         assert found["data_set"] == "aliccp" and found["kind"] == f"Ali-CCP {split} rows (paddlerec)"
@@ -311,11 +307,11 @@ def test_outputs_carry_manifests_and_one_id_space(tmp_path):
         assert preprocess(*args, "--out", tmp_path / f"out-{name}") == 0
         found[name] = json.loads((tmp_path / f"out-{name}" / "meta.json").read_text())["id_space"]
         for folder in DATA_FOLDERS:
-            assert manifest(tmp_path / f"out-{name}" / folder)["fingerprints"]["id_space"] == found[name]
+            assert read_manifest(tmp_path / f"out-{name}" / folder)["fingerprints"]["id_space"] == found[name]
     assert found.pop("flipped") == meta["id_space"]
     assert len({meta["id_space"], *found.values()}) == 4
-    assert manifest(tmp_path / "out-paddlerec" / "train_data")["files"]["traindata_10w.csv"]["rows"] == 3
-    assert manifest(tmp_path / "out-columnar" / "train_data")["files"]["train.txt"]["rows"] == 3  # header not counted
+    assert read_manifest(tmp_path / "out-paddlerec" / "train_data")["files"]["traindata_10w.csv"]["rows"] == 3
+    assert read_manifest(tmp_path / "out-columnar" / "train_data")["files"]["train.txt"]["rows"] == 3  # header not counted
 
 
 def test_second_run_from_another_source_is_refused_unless_replace(tmp_path, capsys):
@@ -352,7 +348,7 @@ def test_second_run_from_another_source_is_refused_unless_replace(tmp_path, caps
         assert sorted(os.listdir(out / "test_data")) == ["manifest.json", test]
         meta = json.loads((out / "meta.json").read_text())
         assert meta["sparse_feature_number"] == (13 if second == "raw" else 737946)
-        assert meta["id_space"] == manifest(out / "train_data")["fingerprints"]["id_space"] != \
+        assert meta["id_space"] == read_manifest(out / "train_data")["fingerprints"]["id_space"] != \
             json.loads(before["meta.json"])["id_space"]
         assert sorted(meta["sources"]) == sorted(os.listdir(tmp_path / second))
         assert sorted(line.split()[1] for line in (out / "sources.sha256").read_text().splitlines()) == \
@@ -377,7 +373,7 @@ def test_a_run_stopped_between_its_folders_leaves_no_meta_json_of_another_run(tm
     write_paddlerec(tmp_path / "paddlerec")
     out = tmp_path / "out"
     assert preprocess("--raw", tmp_path / "raw", "--out", out) == 0
-    first = manifest(out / "train_data")["fingerprints"]["id_space"]
+    first = read_manifest(out / "train_data")["fingerprints"]["id_space"]
     publish = artifacts.publish
 
     def publish_once(staging, destination):
@@ -389,7 +385,7 @@ def test_a_run_stopped_between_its_folders_leaves_no_meta_json_of_another_run(tm
         preprocess("--paddlerec", tmp_path / "paddlerec", "--out", out, "--replace")
     monkeypatch.setattr(artifacts, "publish", publish)
     assert not (out / "meta.json").exists() and not (out / "sources.sha256").exists()
-    spaces = {name: manifest(out / name)["fingerprints"]["id_space"] for name in DATA_FOLDERS}
+    spaces = {name: read_manifest(out / name)["fingerprints"]["id_space"] for name in DATA_FOLDERS}
     assert spaces["train_data"] == first != spaces["test_data"]
     assert_whole_or_absent(str(out), DATA_FOLDERS, "meta.json")
     assert preprocess("--paddlerec", tmp_path / "paddlerec", "--out", out, "--replace") == 0

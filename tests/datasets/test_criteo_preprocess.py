@@ -330,7 +330,7 @@ def test_manifests_list_the_part_files_with_rows_and_one_id_space(raw_tab, tmp_p
     for manifest, split in ((train, "train"), (test, "test")):
         folder = out / ("%s_data" % split)
         assert manifest["data_set"] == "criteo" and manifest["split"] == split and split in manifest["kind"]
-        files, lines = read_split(folder)
+        files, _ = read_split(folder)
         assert list_data_files(str(folder), "runner.%s_data_dir" % split) == [str(folder / f) for f in files]
         for name in files:
             assert manifest["files"][name] == {"bytes": os.path.getsize(folder / name),

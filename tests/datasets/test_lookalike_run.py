@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 
+from models.common.artifacts import read_manifest
 from tests.conftest import REPO
 from tests.datasets.test_aliccp_run import kill_and_rerun, snapshot
 from tests.models.metaheac.test_preprocess import _raw
@@ -42,11 +43,6 @@ def run(script, *args, cwd):
 
 
 FOLDERS = ("train_data", "test_hot_data", "test_cold_data")
-
-
-def manifest(folder):
-    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 def make_archive(tmp_path):
@@ -81,11 +77,11 @@ def test_archive_is_verified_then_unpacked(tmp_path):
     for sub, names in {"train_data": ["train_stage1"], "test_hot_data": ["test_hot_stage1", "test_hot_stage2"],
                        "test_cold_data": ["test_cold_stage1", "test_cold_stage2"]}.items():
         assert sorted(os.listdir(folder / sub)) == sorted([n + ".pkl" for n in names] + ["manifest.json"])
-        found = manifest(folder / sub)
+        found = read_manifest(folder / sub)
         assert found["files"] == {n + ".pkl": {"bytes": (folder / sub / (n + ".pkl")).stat().st_size,
                                                "rows": len(pd.read_pickle(folder / sub / (n + ".pkl")))}
                                   for n in names}
-    assert len({manifest(folder / sub)["fingerprints"]["id_space"] for sub in FOLDERS}) == 1
+    assert len({read_manifest(folder / sub)["fingerprints"]["id_space"] for sub in FOLDERS}) == 1
     assert not (folder / "unpacked").exists() and not (folder / "max_idxs.json").exists()
 
     # A different archive under the recorded name is refused, and the installed files stay.
@@ -131,16 +127,16 @@ def test_raw_then_archive_into_one_folder_is_refused_unless_replace(tmp_path):
     for sub in FOLDERS:
         assert not [n for n in os.listdir(folder / sub) if n.endswith(".npz")]
     assert not (folder / "max_idxs.json").exists()
-    pickles = {sub: manifest(folder / sub)["fingerprints"]["id_space"] for sub in FOLDERS}
+    pickles = {sub: read_manifest(folder / sub)["fingerprints"]["id_space"] for sub in FOLDERS}
 
     replaced = run(script, "--raw", str(tmp_path / "raw"), "--threshold", "1", "--replace", cwd=tmp_path)
     assert replaced.returncode == 0, replaced.stderr
     assert snapshot(str(folder), names).keys() == before.keys()  # npz files only, as the first run
     for sub in FOLDERS:
         assert not [n for n in os.listdir(folder / sub) if n.endswith(".pkl")]
-        assert manifest(folder / sub)["fingerprints"]["id_space"] != pickles[sub]
+        assert read_manifest(folder / sub)["fingerprints"]["id_space"] != pickles[sub]
     side = json.loads((folder / "max_idxs.json").read_text())
-    assert {manifest(folder / sub)["fingerprints"]["id_space"] for sub in FOLDERS} == {side["id_space"]}
+    assert {read_manifest(folder / sub)["fingerprints"]["id_space"] for sub in FOLDERS} == {side["id_space"]}
 
 
 def test_usage_errors_exit_with_status_2(tmp_path):

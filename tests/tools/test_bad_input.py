@@ -28,6 +28,12 @@ def tiny(tmp_path, *overrides, script="tools/trainer.py", timeout=120):
                     *overrides, timeout=timeout)
 
 
+def ok(result):
+    """A run that ended with exit 0; -> its log (stdout and stderr)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
 def assert_user_error(result, *fragments):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -2,7 +2,7 @@
 
 Strict checkpoint loading, run manifests (stale epochs), the folder infer evaluates, refusals of
 unsupported combinations, output folders checked before work, declared hyper-parameter types and
-ranges, the optimizer key, leftovers of interrupted saves, and the right evaluation tool.
+ranges, the optimizer key and leftovers of interrupted saves.
 """
 import json
 import importlib
@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 from tests.conftest import DEEPFM_CONFIG, REPO, run_tool
-from tests.tools.test_bad_input import assert_user_error, tiny
+from tests.tools.test_bad_input import assert_user_error, ok, tiny
 from tools.utils import checkpoint
 from tools.utils.config import ConfigError, load_config
 from tools.utils.runtime import load_model
@@ -27,10 +27,6 @@ def model_config(config_path, *overrides):
     """(config checked against the model's declared keys, DygraphModel instance)."""
     return load_model(config_path, list(overrides))
 
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 class Pair(paddle.nn.Layer):
@@ -310,8 +306,6 @@ def test_leftovers_are_removed_by_the_next_run(tmp_path):
     stale.mkdir()
     log = ok(tiny(tmp_path, "runner.epochs=2", "runner.resume=true"))
     assert "removed 1 leftover(s)" in log and not stale.exists()
-
-
 
 
 def test_deepfm_data_parallel_needs_dense_gradients(tmp_path):

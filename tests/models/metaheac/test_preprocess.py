@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from conftest import REPO, run_tool
 from models.common import artifacts
+from models.common.artifacts import read_manifest
 from models.common.data import CachedDataset, list_data_files
 from tools.utils.config import Config
 
@@ -109,11 +110,6 @@ def preprocess(*args):
     return module.main([str(a) for a in args])
 
 
-def manifest(folder):
-    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
 def test_outputs_carry_manifests_and_one_id_space(tmp_path, capsys):
     raw = str(tmp_path / "raw")
     _raw(raw)
@@ -123,7 +119,7 @@ def test_outputs_carry_manifests_and_one_id_space(tmp_path, capsys):
     assert sorted(side) == ["id_space", "max_idxs"]
     spaces = set()
     for sub, names in FOLDERS.items():
-        found = manifest(out / sub)
+        found = read_manifest(out / sub)
         assert sorted(found["files"]) == names and sorted(os.listdir(out / sub)) == sorted(names + ["manifest.json"])
         for name in names:
             with np.load(out / sub / name) as data:
@@ -133,7 +129,7 @@ def test_outputs_carry_manifests_and_one_id_space(tmp_path, capsys):
         spaces.add(found["fingerprints"]["id_space"])
         assert list_data_files(str(out / sub), sub) == [str(out / sub / n) for n in names]
     assert spaces == {side["id_space"]}
-    assert sum(manifest(out / sub)["files"][n]["rows"] for sub, names in FOLDERS.items() for n in names) == 16
+    assert sum(read_manifest(out / sub)["files"][n]["rows"] for sub, names in FOLDERS.items() for n in names) == 16
 
     # Same raw files and options: the same bytes and id space; another seed (another task split): another.
     assert preprocess("--raw", raw, "--out", tmp_path / "again", "--threshold", "2") == 0
@@ -143,7 +139,7 @@ def test_outputs_carry_manifests_and_one_id_space(tmp_path, capsys):
     assert json.loads((tmp_path / "again" / "max_idxs.json").read_text()) == side
     assert preprocess("--raw", raw, "--out", tmp_path / "seed", "--threshold", "2", "--seed", "7") == 0
     other = json.loads((tmp_path / "seed" / "max_idxs.json").read_text())["id_space"]
-    assert other != side["id_space"] and manifest(tmp_path / "seed" / "train_data")["fingerprints"]["id_space"] == other
+    assert other != side["id_space"] and read_manifest(tmp_path / "seed" / "train_data")["fingerprints"]["id_space"] == other
 
     # --check tells a folder of another run, and a file its manifest does not list.
     capsys.readouterr()
@@ -179,4 +175,4 @@ def test_a_second_run_is_refused_unless_replace(tmp_path, capsys):
     assert "max_idxs.json" in capsys.readouterr().err
     assert preprocess("--raw", raw, "--out", out, "--threshold", "1", "--seed", "5", "--replace") == 0
     side = json.loads((out / "max_idxs.json").read_text())
-    assert {manifest(out / sub)["fingerprints"]["id_space"] for sub in FOLDERS} == {side["id_space"]}
+    assert {read_manifest(out / sub)["fingerprints"]["id_space"] for sub in FOLDERS} == {side["id_space"]}
