@@ -171,10 +171,11 @@ import tools.utils
 tools.utils.prepare_process()
 def faults():
     return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
+np._core.multiarray._set_madvise_hugepage(False)  # 4 KiB pages, as paddle's tensors get
 counts = []
-for cycle in range(3):  # a step's worth of 8 MiB tensors, all freed at the end of the step
-    start = faults()
-    blocks = [np.ones(2 << 20, dtype=np.float32) for _ in range(10)]
+for cycle in range(3):  # a step's worth of 8 MiB tensors and a 64 MiB one (a table's dense
+    start = faults()    # gradient: above glibc's largest mmap threshold), freed at the step's end
+    blocks = [np.ones(2 << 20, dtype=np.float32) for _ in range(10)] + [np.ones(16 << 20, dtype=np.float32)]
     del blocks
     counts.append(faults() - start)
 print(counts[0], counts[1] + counts[2])
