@@ -216,49 +216,67 @@ class FeatureEmbedding(nn.Layer):
 class BagEmbedding(FeatureEmbedding):
     """Like ``FeatureEmbedding`` (same fused table, offsets and initialisation), for many
     variable-length fields of very different ``max_len`` (Ali-CCP: 23 fields, from one id to
-    several hundred): only the ids a row really has are looked up and pooled (segment sums over
-    the valid positions), instead of padding every sequence to the longest ``max_len``.
-    forward(batch) -> [B, F, dim], the fields in declaration order (sparse, then sequences);
-    an empty sequence pools to zeros."""
+    several hundred). forward(batch) -> [B, F, dim], the fields in declaration order (sparse,
+    then sequences); an empty sequence pools to zeros.
+
+    One lookup serves every field: each field's first id is a plain lookup (times 0 for an
+    empty sequence, whose first id is replaced by its table's row 0: Ali-CCP's padding id), and
+    only the further ids of the multi-id fields (``max_len`` > 1) - those a row really has, not
+    the padding - are added onto their field's row (index_add). A field that holds one id is
+    never pooled: paddle's segment pooling costs ~1 us per bag on CPU, 18 ms of a 31 ms ESMM
+    forward at batch 1024."""
 
     def __init__(self, features, dim=None, sparse=False, init=("normal", None)):
         super().__init__(features, dim=dim, sparse=sparse, init=init)
-        offsets, widths, field = [], [], []
-        for index, f in enumerate(self.sparse_features + self.sequence_features):
-            width = 1 if f in self.sparse_features else f.max_len
-            offsets.extend([self.table_offset[f.name]] * width)
-            field.extend([index] * width)
-            widths.append(width)
-        self.num_fields = len(widths)
-        self.register_buffer("bag_offsets", paddle.to_tensor(np.array(offsets, dtype="int64")), persistable=False)
-        self.register_buffer("bag_field", paddle.to_tensor(np.array(field, dtype="int64")), persistable=False)
-        self.register_buffer("bag_position", paddle.to_tensor(np.concatenate(
-            [np.arange(w) for w in widths]).astype("int64")), persistable=False)
+        fields = self.sparse_features + self.sequence_features
+        self.num_fields = len(fields)
+        self.register_buffer("first_offsets", paddle.to_tensor(np.array(
+            [self.table_offset[f.name] for f in fields], dtype="int64")), persistable=False)
+        # The multi-id fields' columns past the first: owning field, position, table offset.
+        self.bags = [f for f in self.sequence_features if f.max_len > 1]
+        field, position, offsets = [], [], []
+        for f in self.bags:
+            field += [fields.index(f)] * (f.max_len - 1)
+            position += range(1, f.max_len)
+            offsets += [self.table_offset[f.name]] * (f.max_len - 1)
+        self.register_buffer("extra_field", paddle.to_tensor(np.array(field, dtype="int64")), persistable=False)
+        self.register_buffer("extra_position", paddle.to_tensor(np.array(position, dtype="int64")), persistable=False)
+        self.register_buffer("extra_offsets", paddle.to_tensor(np.array(offsets, dtype="int64")), persistable=False)
         self.mean = [False] * len(self.sparse_features) + [f.pooling == "mean" for f in self.sequence_features]
 
     def forward(self, batch):
-        parts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
-        parts += [batch[f.name] for f in self.sequence_features]
-        ids = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)  # [B, W]
-        rows = ids.shape[0]
-        lengths = [paddle.ones([rows, 1], dtype="int64")] * len(self.sparse_features)
-        lengths += [batch[f.length_name].reshape([-1, 1]).astype("int64") for f in self.sequence_features]
-        lengths = paddle.concat(lengths, axis=1)  # [B, F]
-        valid = self.bag_position.unsqueeze(0) < paddle.index_select(lengths, self.bag_field, axis=1)  # [B, W]
-        flat_ids = paddle.masked_select(ids + self.bag_offsets, valid)
-        segments = paddle.masked_select(
-            paddle.arange(rows, dtype="int64").unsqueeze(1) * self.num_fields + self.bag_field, valid)
-        if flat_ids.shape[0] == 0:
-            return paddle.zeros([rows, self.num_fields, self.dim], dtype=self.table.weight.dtype)
-        pooled = paddle.geometric.segment_sum(self.table(flat_ids), segments)  # [<= B*F, dim]
-        missing = rows * self.num_fields - pooled.shape[0]
-        if missing:  # trailing empty bags: segment_sum stops at the last id it saw
-            pooled = paddle.concat([pooled, paddle.zeros([missing, self.dim], dtype=pooled.dtype)], axis=0)
+        rows = batch[(self.sparse_features + self.sequence_features)[0].name].shape[0]
+        firsts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
+        firsts += [batch[f.name][:, :1] for f in self.sequence_features]
+        first = firsts[0] if len(firsts) == 1 else paddle.concat(firsts, axis=1)  # [B, F]
+        lengths = None
+        if self.sequence_features:
+            lengths = paddle.concat([paddle.ones([rows, len(self.sparse_features)], dtype="int64")]
+                                    + [batch[f.length_name].reshape([-1, 1]).astype("int64")
+                                       for f in self.sequence_features], axis=1)  # [B, F]
+            present = (lengths > 0).astype("int64")
+            first = first * present
+        ids = (first + self.first_offsets).reshape([-1])
+        if self.bags:
+            extra = paddle.concat([batch[f.name][:, 1:] for f in self.bags], axis=1)  # [B, E]
+            valid = self.extra_position < paddle.index_select(lengths, self.extra_field, axis=1)
+            extra_ids = paddle.masked_select(extra + self.extra_offsets, valid)
+            slots = paddle.masked_select(
+                paddle.arange(rows, dtype="int64").unsqueeze(1) * self.num_fields + self.extra_field, valid)
+            ids = paddle.concat([ids, extra_ids])
+        looked_up = self.table(ids)
+        if self.bags:
+            pooled, extra_rows = paddle.split(looked_up, [rows * self.num_fields, extra_ids.shape[0]])
+            pooled = paddle.index_add(pooled, slots, 0, extra_rows) if extra_ids.shape[0] else pooled
+        else:
+            pooled = looked_up
         pooled = pooled.reshape([rows, self.num_fields, self.dim])
-        if any(self.mean):
-            keep = paddle.to_tensor(np.array(self.mean).reshape([1, -1, 1]))
-            divisor = paddle.clip(lengths.astype(pooled.dtype).unsqueeze(-1), min=1.0)
-            pooled = paddle.where(keep, pooled / divisor, pooled)
+        if lengths is not None:
+            pooled = pooled * present.astype(pooled.dtype).unsqueeze(-1)
+            if any(self.mean):
+                keep = paddle.to_tensor(np.array(self.mean).reshape([1, -1, 1]))
+                divisor = paddle.clip(lengths.astype(pooled.dtype).unsqueeze(-1), min=1.0)
+                pooled = paddle.where(keep, pooled / divisor, pooled)
         return pooled
 
 
