@@ -10,6 +10,7 @@ import math
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.autograd import PyLayer
 
 
 def _param(layer, name, params, prefix=""):
@@ -37,6 +38,24 @@ def add_bias(x, bias):
     forward + backward, and as much with a second-order pass."""
     ones = paddle.ones(x.shape[:-1] + [1], dtype=x.dtype)
     return x + paddle.matmul(ones, bias.unsqueeze(-2))
+
+
+class _SplitLastAxis(PyLayer):
+    @staticmethod
+    def forward(ctx, x, first):
+        return x[..., :first], x[..., first:]
+
+    @staticmethod
+    def backward(ctx, grad_head, grad_tail):
+        return paddle.concat([grad_head, grad_tail], axis=-1)
+
+
+def split_last_axis(x, first):
+    """``x[..., :first], x[..., first:]``: views (no copy), whose gradient is joined by one concat.
+    The same values and gradient as two slices, whose gradients paddle's CPU kernels zero-fill,
+    pad and add: 11 ms against 2.6 for DeepFM's [1024, 26, 1 + 16] rows (paddle.split copies
+    in the forward pass instead). Both parts must be used (each gets a gradient)."""
+    return _SplitLastAxis.apply(x, first)
 
 
 _ACTIVATIONS = {

@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 
 from models.common.embedding import DenseEmbedding, FeatureEmbedding
 from models.common.features import DenseFeature, SparseFeature
-from models.common.layers import MLP, FMInteraction
+from models.common.layers import MLP, FMInteraction, split_last_axis
 
 
 class DeepFMLayer(nn.Layer):
@@ -40,12 +40,12 @@ class DeepFMLayer(nn.Layer):
         self.dnn_out = MLP(self.dnn.output_dim, [1], last_activation=False)
 
     def forward(self, batch):
-        rows = self.embedding(batch)  # [batch, sparse fields, 1 + dim]
+        weights, vectors = split_last_axis(self.embedding(batch), 1)  # [batch, sparse fields, 1 | dim]
         dense = [batch[n].reshape([batch[n].shape[0], -1]) for n in self.dense_names]
         dense = dense[0] if len(dense) == 1 else paddle.concat(dense, axis=1)  # [batch, dense fields]
         first = FMInteraction.first_order(paddle.concat(
-            [rows[:, :, :1], self.dense_weight(dense)], axis=1)) + self.bias
-        embeddings = paddle.concat([rows[:, :, 1:], self.dense_embedding(dense)], axis=1)
+            [weights, self.dense_weight(dense)], axis=1)) + self.bias
+        embeddings = paddle.concat([vectors, self.dense_embedding(dense)], axis=1)
         second = FMInteraction.second_order(embeddings)
         deep = self.dnn_out(self.dnn(embeddings.flatten(start_axis=1)))
         return F.sigmoid(first + second + deep)
