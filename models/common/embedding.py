@@ -8,6 +8,7 @@ import paddle
 import paddle.nn as nn
 
 from models.common.features import DenseFeature, SequenceFeature, SparseFeature
+from models.common.layers import split_views
 
 
 def _normal(std, truncated=False):
@@ -195,7 +196,9 @@ class FeatureEmbedding(nn.Layer):
             parts.append(ids.reshape([-1, 1]) if ids.ndim == 1 else ids)
             widths.append(parts[-1].shape[1])
         emb = self.table(parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1))  # [B, W, dim]
-        pieces = paddle.split(emb, widths, axis=1) if len(parts) > 1 else [emb]
+        if all(w == 1 and not hasattr(self.feature[n], "max_len") for n, w in zip(names, widths)):
+            return emb  # single ids only: nothing to pool
+        pieces = split_views(emb, widths, axis=1)
         fields = []
         for name, piece in zip(names, pieces):
             feature = self.feature[name]
@@ -203,7 +206,8 @@ class FeatureEmbedding(nn.Layer):
                 fields.append(piece)
                 continue
             mask = length_mask(batch[feature.length_name].reshape([-1]), piece.shape[1], piece.dtype)  # [B, L]
-            pooled = paddle.sum(piece * mask.unsqueeze(-1), axis=1, keepdim=True)
+            pooled = paddle.matmul(mask.unsqueeze(1), piece)  # [B, 1, dim]: the masked sum, as a batched matmul (a
+            # broadcast multiply's gradient is slow on CPU)
             if feature.pooling == "mean":  # an empty sequence pools to 0
                 pooled = pooled / paddle.clip(mask.sum(axis=1), min=1.0).reshape([-1, 1, 1])
             fields.append(pooled)

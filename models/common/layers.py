@@ -40,22 +40,38 @@ def add_bias(x, bias):
     return x + paddle.matmul(ones, bias.unsqueeze(-2))
 
 
-class _SplitLastAxis(PyLayer):
+class _SplitViews(PyLayer):
     @staticmethod
-    def forward(ctx, x, first):
-        return x[..., :first], x[..., first:]
+    def forward(ctx, x, sizes, axis):
+        ctx.axis = axis
+        ctx.shapes = []
+        parts, start = [], 0
+        for size in sizes:
+            parts.append(x[(slice(None),) * axis + (slice(start, start + size),)])
+            ctx.shapes.append(parts[-1].shape)
+            start += size
+        return tuple(parts)
 
     @staticmethod
-    def backward(ctx, grad_head, grad_tail):
-        return paddle.concat([grad_head, grad_tail], axis=-1)
+    def backward(ctx, *grads):
+        grads = [g if g is not None else paddle.zeros(shape) for g, shape in zip(grads, ctx.shapes)]
+        return paddle.concat(grads, axis=ctx.axis)
 
 
-def split_last_axis(x, first):
-    """``x[..., :first], x[..., first:]``: views (no copy), whose gradient is joined by one concat.
-    The same values and gradient as two slices, whose gradients paddle's CPU kernels zero-fill,
-    pad and add: 11 ms against 2.6 for DeepFM's [1024, 26, 1 + 16] rows (paddle.split copies
-    in the forward pass instead). Both parts must be used (each gets a gradient)."""
-    return _SplitLastAxis.apply(x, first)
+def split_views(x, sizes, axis=-1):
+    """``x`` cut along ``axis`` into parts of ``sizes``: views (no copy), whose gradients are joined
+    by one concat. The same values and gradient as slices, whose gradients paddle's CPU kernels
+    zero-fill, pad and add (11 ms against 2.6 for DeepFM's [1024, 26, 1 + 16] rows cut into 1 and
+    16 columns); paddle.split copies in the forward pass instead."""
+    axis = axis % x.ndim
+    return list(_SplitViews.apply(x, list(sizes), axis)) if len(sizes) > 1 else [x]
+
+
+def l2_normalize(x, epsilon=1e-12):
+    """``x / max(||x||_2, epsilon)`` over the last axis, as F.normalize, from elementwise ops: paddle's
+    p_norm gradient is 5x slower on CPU (3.7 ms against 0.7 for [1024, 3, 16], forward + backward).
+    Within one float rounding of F.normalize."""
+    return x / paddle.clip(paddle.sqrt(paddle.sum(x * x, axis=-1, keepdim=True)), min=epsilon)
 
 
 _ACTIVATIONS = {

@@ -23,7 +23,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from models.common.layers import MLP
+from models.common.layers import MLP, l2_normalize
 
 MODES = ("point", "pair", "list")
 PAIR_LOSSES = ("bpr", "hinge")
@@ -89,7 +89,7 @@ class IdTower(nn.Layer):
         self.output_dim = embedding.dim
 
     def forward(self, batch):
-        return self.embedding.embed(batch, [self.name])[:, 0]
+        return self.embedding.embed(batch, [self.name]).squeeze(1)
 
 
 class TwoTower(nn.Layer):
@@ -110,7 +110,7 @@ class TwoTower(nn.Layer):
         self.similarity = similarity
 
     def _out(self, x):
-        return F.normalize(x, p=2, axis=-1) if self.similarity == "cosine" else x
+        return l2_normalize(x) if self.similarity == "cosine" else x
 
     def user_embedding(self, batch):
         return self._out(self.user_tower(batch))
@@ -143,7 +143,7 @@ def candidate_logits(model, batch, sampler, hp, log_q=None):
     else:
         neg_ids = sampler.sample([positives.shape[0], hp["neg_num"]])
         neg_vec = model.item_embedding(neg_ids)  # [B, K, d]
-        neg = (users.unsqueeze(1) * neg_vec).sum(axis=-1)
+        neg = paddle.matmul(neg_vec, users.unsqueeze(-1)).squeeze(-1)  # [B, K]
     mask = neg_ids != positives.reshape([-1, 1])  # a negative equal to the positive is not one
     pos, neg = pos / hp["temperature"], neg / hp["temperature"]
     if hp.get("logq_correction") and log_q is not None:

@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 
 from models.common.embedding import DenseEmbedding, FeatureEmbedding
 from models.common.features import DenseFeature, SparseFeature
-from models.common.layers import MLP, FMInteraction, split_last_axis
+from models.common.layers import MLP, FMInteraction, split_views
 
 
 class DeepFMLayer(nn.Layer):
@@ -23,7 +23,7 @@ class DeepFMLayer(nn.Layer):
         sparse_features = schema.of_kind(SparseFeature)
         self.dense_names = [f.name for f in schema.of_kind(DenseFeature)]
         num_dense = sum(schema[n].dim for n in self.dense_names)
-        dim = sparse_features[0].embed_dim
+        self.dim = dim = sparse_features[0].embed_dim
         std = init_value / math.sqrt(dim)
         # Column 0 of a sparse id's row is its first-order weight w, columns 1.. its embedding v:
         # one lookup and one (lazy) Adam update per id instead of two tables (same parameters and
@@ -40,7 +40,7 @@ class DeepFMLayer(nn.Layer):
         self.dnn_out = MLP(self.dnn.output_dim, [1], last_activation=False)
 
     def forward(self, batch):
-        weights, vectors = split_last_axis(self.embedding(batch), 1)  # [batch, sparse fields, 1 | dim]
+        weights, vectors = split_views(self.embedding(batch), [1, self.dim])  # [batch, sparse fields, 1 | dim]
         dense = [batch[n].reshape([batch[n].shape[0], -1]) for n in self.dense_names]
         dense = dense[0] if len(dense) == 1 else paddle.concat(dense, axis=1)  # [batch, dense fields]
         first = FMInteraction.first_order(paddle.concat(

@@ -13,7 +13,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from models.common.layers import MLP
+from models.common.layers import MLP, l2_normalize
 
 SCORES = ("product", "dot", "cosine")
 
@@ -34,11 +34,11 @@ class PretrainedTwoTower(nn.Layer):
         if self.score == "product":
             return user * self.output.weight.reshape([-1])
         if self.score == "cosine":
-            user = F.normalize(user, axis=-1)
+            user = l2_normalize(user)
         return user / self.temperature
 
     def key(self, item):
-        return F.normalize(item, axis=-1) if self.score == "cosine" else item
+        return l2_normalize(item) if self.score == "cosine" else item
 
     def logit_of(self, inner_product):
         """The score's logit from <query, key> (adds the output bias for "product")."""
