@@ -8,7 +8,7 @@ import paddle
 import paddle.nn as nn
 
 from models.common.features import DenseFeature, SequenceFeature, SparseFeature
-from models.common.layers import split_views
+from models.common.layers import expanded, split_views
 
 
 def _normal(std, truncated=False):
@@ -31,7 +31,7 @@ class DenseEmbedding(nn.Layer):
         self.weight = self.create_parameter([1, num_fields, dim], attr=_normal(std))
 
     def forward(self, values):
-        return values.unsqueeze(-1) * self.weight
+        return paddle.multiply(*expanded(values.unsqueeze(-1), self.weight))
 
 
 class FeatureEmbedding(nn.Layer):
@@ -148,7 +148,7 @@ class FeatureEmbedding(nn.Layer):
         batch_size, num_seq = emb.shape[0], len(self.sequence_features)
         padded = emb[:, num_sparse:].reshape([batch_size, num_seq, self.max_len, self.dim])
         mask, divisor = self._sequence_mask(batch, emb.dtype)
-        pooled = paddle.sum(padded * mask.unsqueeze(-1), axis=2) / divisor
+        pooled = paddle.sum(paddle.multiply(*expanded(padded, mask.unsqueeze(-1))), axis=2) / divisor
         return pooled if not num_sparse else paddle.concat([emb[:, :num_sparse], pooled], axis=1)
 
     def select(self, fields, names):
@@ -276,7 +276,7 @@ class BagEmbedding(FeatureEmbedding):
             pooled = looked_up
         pooled = pooled.reshape([rows, self.num_fields, self.dim])
         if lengths is not None:
-            pooled = pooled * present.astype(pooled.dtype).unsqueeze(-1)
+            pooled = paddle.multiply(*expanded(pooled, present.astype(pooled.dtype).unsqueeze(-1)))
             if any(self.mean):
                 keep = paddle.to_tensor(np.array(self.mean).reshape([1, -1, 1]))
                 divisor = paddle.clip(lengths.astype(pooled.dtype).unsqueeze(-1), min=1.0)

@@ -7,6 +7,8 @@ ordinary and the fast-weight forward pass.
 """
 import math
 
+import numpy as np
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -30,6 +32,15 @@ def sub_params(params, prefix):
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def expanded(*tensors):
+    """The tensors expanded (views, no copy) to their common broadcast shape. paddle's CPU
+    elementwise kernels are fast when the operands have one shape and slow when they broadcast:
+    [1024, 13, 1] * [1, 13, 16] takes 2.5 ms, 0.36 once both are expanded (6.4 against 1.5 with
+    the backward pass); [1024, 256] + [1, 256] 2.6 against 0.1. Same values and gradients."""
+    shape = list(np.broadcast_shapes(*[tuple(t.shape) for t in tensors]))
+    return [t if list(t.shape) == shape else t.expand(shape) for t in tensors]
+
+
 def add_bias(x, bias):
     """``x [..., B, out] + bias [out]`` (or ``[..., out]`` per leading index), computed as
     ``x + ones[..., B, 1] @ bias[..., 1, out]``: the same sum (1 x b is exact), but its bias
@@ -37,7 +48,7 @@ def add_bias(x, bias):
     slower - measured 3x for MetaHeac's [8, 1024, 64] expert layer, 1.4x for its [1024, 512] one,
     forward + backward, and as much with a second-order pass."""
     if not paddle.is_grad_enabled() or bias.stop_gradient:  # no bias gradient to speed up
-        return x + bias.unsqueeze(-2)
+        return paddle.add(*expanded(x, bias.unsqueeze(-2)))
     ones = paddle.ones(x.shape[:-1] + [1], dtype=x.dtype)
     return x + paddle.matmul(ones, bias.unsqueeze(-2))
 
@@ -213,9 +224,12 @@ class FMInteraction(nn.Layer):
 
     @staticmethod
     def second_order(embeddings):
-        summed = paddle.sum(embeddings, axis=1)
+        # Sums over the fields as [1, F] @ [B, F, dim]: paddle's reduction over a middle axis is 4x
+        # slower on CPU (0.63 against 0.16 ms for [1024, 39, 16]).
+        ones = paddle.ones([1, embeddings.shape[1]], dtype=embeddings.dtype)
+        summed = paddle.matmul(ones, embeddings).squeeze(1)
         square_of_sum = summed * summed
-        sum_of_square = paddle.sum(embeddings * embeddings, axis=1)
+        sum_of_square = paddle.matmul(ones, embeddings * embeddings).squeeze(1)
         return 0.5 * paddle.sum(square_of_sum - sum_of_square, axis=1, keepdim=True)
 
 
