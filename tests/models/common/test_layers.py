@@ -1,10 +1,14 @@
-"""Shared layers: FM terms against brute force, MLP fast weights, feature embeddings and pooling."""
+"""Shared layers: FM terms against brute force, MLP fast weights, feature embeddings and pooling,
+the hot-path formulations against the plain ops they replace, the merged-kernel Adam."""
 import numpy as np
 import paddle
+import paddle.nn.functional as F
+import pytest
 
+from models.common.base_model import Adam
 from models.common.embedding import DenseEmbedding, FeatureEmbedding
 from models.common.features import SequenceFeature, SparseFeature
-from models.common.layers import MLP, FMInteraction
+from models.common.layers import MLP, FMInteraction, add_bias, expanded, l2_normalize, split_views
 
 
 def test_fm_second_order_equals_pairwise_sum():
@@ -109,3 +113,105 @@ def test_pool_weights_equal_pool():
     got = paddle.sum(seq * fe.pool_weights(batch).unsqueeze(-1), axis=2)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
     assert fe.sparse_columns(["b", "a"]) == [1, 0]
+
+
+def _value_and_grad(fn, x):
+    """fn(x)'s value and d(sum of fn(x) * fixed weights)/dx, for comparing formulations."""
+    x = paddle.to_tensor(x, stop_gradient=False)
+    outs = fn(x)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    rng = np.random.default_rng(1)
+    loss = sum((o * paddle.to_tensor(rng.normal(size=o.shape).astype("float32"))).sum() for o in outs)
+    loss.backward()
+    return [o.numpy() for o in outs], x.grad.numpy()
+
+
+def test_split_views_equal_slices_in_value_and_gradient():
+    x = np.random.default_rng(0).normal(size=(4, 3, 7)).astype("float32")
+    for sizes, axis in (([1, 6], -1), ([2, 1], 1), ([1, 2, 4], 2)):
+        bounds = np.cumsum([0] + sizes)
+
+        def sliced(t):
+            return [t[(slice(None),) * (axis % 3) + (slice(a, b),)] for a, b in zip(bounds[:-1], bounds[1:])]
+
+        got, got_grad = _value_and_grad(lambda t: split_views(t, sizes, axis), x)
+        want, want_grad = _value_and_grad(sliced, x)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want)) and np.array_equal(got_grad, want_grad)
+    # A part nobody uses gets a zero gradient.
+    t = paddle.to_tensor(x, stop_gradient=False)
+    head, _ = split_views(t, [1, 6])
+    head.sum().backward()
+    assert (t.grad.numpy()[..., 0] == 1).all() and (t.grad.numpy()[..., 1:] == 0).all()
+
+
+def test_expanded_operands_give_the_broadcast_result_and_gradient():
+    rng = np.random.default_rng(0)
+    values, weight = rng.normal(size=(5, 3, 1)).astype("float32"), rng.normal(size=(1, 3, 4)).astype("float32")
+    w = paddle.to_tensor(weight)
+    got, got_grad = _value_and_grad(lambda v: paddle.multiply(*expanded(v, w)), values)
+    want, want_grad = _value_and_grad(lambda v: v * w, values)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got_grad, want_grad)
+    a, b = expanded(paddle.ones([2, 1]), paddle.ones([3]))
+    assert a.shape == b.shape == [2, 3]
+
+
+def test_add_bias_is_the_same_with_and_without_gradient():
+    x = paddle.randn([6, 4])
+    bias = paddle.create_parameter([4], "float32")
+    with_grad = add_bias(x, bias)
+    with paddle.no_grad():
+        without = add_bias(x, bias)
+    assert np.array_equal(with_grad.numpy(), without.numpy())
+    experts, per_expert = paddle.randn([3, 6, 4]), paddle.create_parameter([3, 4], "float32")  # bias per leading index
+    with paddle.no_grad():
+        np.testing.assert_array_equal(add_bias(experts, per_expert).numpy(),
+                                      (experts + per_expert.unsqueeze(1)).numpy())
+
+
+def test_l2_normalize_matches_f_normalize():
+    x = np.random.default_rng(0).normal(size=(8, 3, 5)).astype("float32")
+    x[0, 0] = 0.0  # a zero vector stays zero (the epsilon), as with F.normalize
+    got, got_grad = _value_and_grad(l2_normalize, x)
+    want, want_grad = _value_and_grad(lambda t: F.normalize(t, axis=-1), x)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_grad[1:], want_grad[1:], rtol=1e-5, atol=1e-6)
+    assert (got[0][0, 0] == 0).all() and np.isfinite(got_grad[0, 0]).all()
+
+
+def _train(optimizer_class, sparse, steps=6, **kwargs):
+    """A table + a linear layer + a parameter first used at step 2, trained a few Adam steps."""
+    rng = np.random.default_rng(0)
+    table = paddle.create_parameter([50, 4], "float32")
+    table.set_value(rng.normal(size=(50, 4)).astype("float32"))
+    weight = paddle.create_parameter([4, 3], "float32")
+    weight.set_value(rng.normal(size=(4, 3)).astype("float32"))
+    late = paddle.create_parameter([3], "float32")
+    late.set_value(np.ones(3, dtype="float32"))
+    optimizer = optimizer_class(learning_rate=0.05, parameters=[table, weight, late], **kwargs)
+    for step in range(steps):
+        ids = paddle.to_tensor(np.random.default_rng(step).integers(0, 50, 20))
+        out = F.embedding(ids, table, sparse=sparse) @ weight
+        loss = (out * out).mean() + ((out.mean(0) * late).sum() if step >= 2 else 0.0)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    return [p.numpy() for p in (table, weight, late)]
+
+
+@pytest.mark.parametrize("sparse, lazy", [(False, False), (True, True)])
+def test_merged_kernel_adam_equals_paddles_adam(sparse, lazy, monkeypatch):
+    """The project's Adam (paddle's merged multi-tensor kernel where every gradient is dense) trains as
+    paddle's own Adam, within float rounding: a parameter without a gradient yet is skipped (its bias
+    correction starts at its first use), row-sparse gradients take the per-parameter kernel (lazy:
+    non-lazy Adam on them is refused, see test_reliability). And the merged kernel really runs on
+    dense gradients."""
+    from paddle import _C_ops
+    calls = []
+    merged = _C_ops.merged_adam_
+    monkeypatch.setattr(_C_ops, "merged_adam_", lambda *a, **k: calls.append(1) or merged(*a, **k))
+    ours = _train(Adam, sparse, lazy_mode=lazy)
+    theirs = _train(paddle.optimizer.Adam, sparse, lazy_mode=lazy)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert len(calls) == (0 if sparse else 4)  # steps 2..5: every parameter has a dense gradient
+    assert not np.allclose(ours[2], 1.0)  # the late parameter trained from step 2 on
