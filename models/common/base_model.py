@@ -45,6 +45,13 @@ def check_optimizer_config(config):
     if config.get(f"{OPTIMIZER}.lazy_mode") and name not in LAZY_OPTIMIZERS:
         raise SpecError(f"'{OPTIMIZER}.lazy_mode' is true but {name} has no lazy mode "
                         f"(only {' and '.join(LAZY_OPTIMIZERS)}); set it to false")
+    # paddle 3.3's CPU kernels, measured: on row-sparse gradients Adam without lazy mode gives other
+    # parameters at every run (same data, same seed), AdamW fails reading a garbage dimension.
+    if config.get(SPARSE_GRADIENTS) and (name == "AdamW" or (name == "Adam" and not config.get(f"{OPTIMIZER}.lazy_mode"))):
+        raise SpecError(f"'{SPARSE_GRADIENTS}' is true with {name}" + ("" if name == "AdamW" else " without lazy_mode")
+                        + f": paddle's {name} is not reliable on row-sparse gradients (runs differ); set "
+                        + ("" if name == "AdamW" else f"'{OPTIMIZER}.lazy_mode' to true or ")
+                        + f"'{SPARSE_GRADIENTS}' to false (dense gradients: the same math as plain Adam, as fast)")
 
 
 def build_optimizer(parameters, config, learning_rate_key=f"{OPTIMIZER}.learning_rate"):

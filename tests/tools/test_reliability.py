@@ -266,6 +266,20 @@ def test_optimizer_class_is_honoured(name, cls):
     assert optimizer.get_lr() == pytest.approx(0.001)
 
 
+@pytest.mark.parametrize("name, lazy, refused", [("Adam", "false", True), ("AdamW", "true", True), ("AdamW", "false", True),
+                                                  ("Adam", "true", False), ("SGD", "false", False)])
+def test_row_sparse_gradients_with_an_unreliable_optimizer_are_refused(name, lazy, refused):
+    """paddle's non-lazy Adam on row-sparse gradients gives other parameters at each run, its AdamW
+    crashes on them: refused before any work, naming both keys."""
+    overrides = (f"hyper_parameters.optimizer.class={name}", f"hyper_parameters.optimizer.lazy_mode={lazy}",
+                 "hyper_parameters.sparse_gradients=true")
+    if refused:
+        with pytest.raises(ConfigError, match=r"sparse_gradients.*true.*" + name):
+            model_config(DEEPFM_CONFIG, *overrides)
+    else:
+        model_config(DEEPFM_CONFIG, *overrides)
+
+
 def test_optimizer_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"hyper_parameters.optimizer.class.*Adam, AdamW, SGD, Adagrad.*'Lion'"):
         model_config(DEEPFM_CONFIG, "hyper_parameters.optimizer.class=Lion")
