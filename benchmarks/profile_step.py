@@ -88,7 +88,7 @@ def main(argv=None):
     def train(batch, phases):
         loss = _timed(phases, "forward+loss", lambda: dm.train_forward(model, metrics, batch, config)[0])
         _timed(phases, "backward", loss.backward)
-        _timed(phases, "optimizer", lambda: (optimizer.step(), optimizer.clear_grad()))
+        _timed(phases, "optimizer", lambda: (optimizer.step(), optimizer.clear_grad(set_to_zero=False)))
         float(loss)
 
     def infer(batch, phases):

@@ -2,6 +2,7 @@
 helpers behind it: data synthesis and the PaddleRec-style line-by-line baseline reader."""
 import json
 import importlib
+import mmap
 import os
 import shutil
 import time
@@ -163,9 +164,14 @@ needs_rss_anon = pytest.mark.skipif(bm.rss_anon_mb() is None, reason="no RssAnon
 def test_peak_rss_anon_sampler_sees_an_allocation_inside_its_window():
     with bm.PeakRssAnonSampler(interval=0.01) as sampler:
         start = sampler.start_mb
-        block = np.ones(200 * MB, dtype=np.uint8)  # np.ones writes every page: resident at once
+        # An anonymous mapping of its own, so that freeing it returns it to the kernel whatever
+        # malloc keeps (tools.utils.prepare_process keeps freed heap memory for reuse).
+        mapping = mmap.mmap(-1, 200 * MB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        block = np.frombuffer(mapping, dtype=np.uint8)
+        block[:] = 1  # every page written: resident at once
         time.sleep(0.2)  # several sampling intervals
         del block
+        mapping.close()
         time.sleep(0.05)
     assert sampler.peak_mb - start >= 150, (start, sampler.peak_mb)
     assert bm.rss_anon_mb() < sampler.peak_mb - 100  # freed: the peak is a peak
