@@ -268,12 +268,10 @@ class BagEmbedding(FeatureEmbedding):
             slots = paddle.masked_select(
                 paddle.arange(rows, dtype="int64").unsqueeze(1) * self.num_fields + self.extra_field, valid)
             ids = paddle.concat([ids, extra_ids])
-        looked_up = self.table(ids)
-        if self.bags:
-            pooled, extra_rows = paddle.split(looked_up, [rows * self.num_fields, extra_ids.shape[0]])
-            pooled = paddle.index_add(pooled, slots, 0, extra_rows) if extra_ids.shape[0] else pooled
-        else:
-            pooled = looked_up
+        pooled = self.table(ids)
+        if self.bags and extra_ids.shape[0]:
+            pooled, extra_rows = split_views(pooled, [rows * self.num_fields, extra_ids.shape[0]], axis=0)
+            pooled = paddle.index_add(pooled, slots, 0, extra_rows)
         pooled = pooled.reshape([rows, self.num_fields, self.dim])
         if lengths is not None:
             pooled = paddle.multiply(*expanded(pooled, present.astype(pooled.dtype).unsqueeze(-1)))

@@ -324,5 +324,6 @@ def test_leftovers_are_removed_by_the_next_run(tmp_path):
 
 def test_deepfm_data_parallel_needs_dense_gradients(tmp_path):
     result = run_tool("tools/trainer.py", "-m", DEEPFM_CONFIG, "-o", "runner.use_fleet=true",
-                      "hyper_parameters.sparse_gradients=true", f"runner.model_save_path={tmp_path / 'ckpt'}")
+                      "hyper_parameters.sparse_gradients=true", "hyper_parameters.optimizer.lazy_mode=true",
+                      f"runner.model_save_path={tmp_path / 'ckpt'}")
     assert_user_error(result, "hyper_parameters.sparse_gradients", "runner.use_fleet=true")
