@@ -5,8 +5,8 @@
 
 Batches are read from ``--data`` (or the config's train_data_dir) through the runners' loader
 before any clock starts, so only the maths is timed. For each of ``--steps`` steps after
-``--warmup`` (medians, ms): forward + loss + running metrics (the DygraphModel's
-train_forward), backward, optimizer step + clear_grad (as tools/trainer.py does it), then the
+``--warmup`` (medians, ms): the phases of tools/trainer.py's own step (forward + loss + running
+metrics, backward, optimizer step + clear_grad: tools.utils.runtime.train_step), then the
 inference forward alone under no_grad (the model's forward on a batch, no metric). ``--ops``
 adds paddle's profiler table of the CPU ops of a few training steps and, separately, of a few
 inference forwards (op, calls, total ms, share), the slowest first.
@@ -27,7 +27,7 @@ import paddle  # noqa: E402
 
 from models.common.data.loader import create_dataset, create_loader  # noqa: E402
 from models.common.loading import load_reader  # noqa: E402
-from tools.utils.runtime import setup  # noqa: E402
+from tools.utils.runtime import setup, train_step  # noqa: E402
 
 
 def _timed(phases, name, fn):
@@ -86,9 +86,8 @@ def main(argv=None):
     batches = [next(batches) for _ in range(args.warmup + args.steps)]
 
     def train(batch, phases):
-        loss = _timed(phases, "forward+loss", lambda: dm.train_forward(model, metrics, batch, config)[0])
-        _timed(phases, "backward", loss.backward)
-        _timed(phases, "optimizer", lambda: (optimizer.step(), optimizer.clear_grad(set_to_zero=False)))
+        loss, _ = train_step(dm, model, optimizer, metrics, batch, config,
+                             phase=lambda name, work: _timed(phases, name, work))
         float(loss)
 
     def infer(batch, phases):

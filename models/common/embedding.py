@@ -249,10 +249,10 @@ class BagEmbedding(FeatureEmbedding):
         self.mean = [False] * len(self.sparse_features) + [f.pooling == "mean" for f in self.sequence_features]
 
     def forward(self, batch):
-        rows = batch[(self.sparse_features + self.sequence_features)[0].name].shape[0]
         firsts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
         firsts += [batch[f.name][:, :1] for f in self.sequence_features]
         first = firsts[0] if len(firsts) == 1 else paddle.concat(firsts, axis=1)  # [B, F]
+        rows = first.shape[0]
         lengths = None
         if self.sequence_features:
             lengths = paddle.concat([paddle.ones([rows, len(self.sparse_features)], dtype="int64")]

@@ -42,10 +42,10 @@ def _pick_mkl_code_path():
 
 
 # glibc mallopt parameters and the values _keep_freed_memory sets: never trim the heap (1 GiB
-# threshold); serve every block from the heap (no mmap: above 32 MiB, glibc's largest threshold,
-# the threshold alone would leave a large table's dense gradient a fresh mmap at every step).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-MALLOPT_SETTINGS = ((M_TRIM_THRESHOLD, 1 << 30), (M_MMAP_THRESHOLD, 32 << 20), (M_MMAP_MAX, 0))
+# threshold); serve every block from the heap, none from mmap (raising the mmap threshold would
+# not do: glibc caps it at 32 MiB, and a large table's dense gradient would stay a fresh mmap).
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+MALLOPT_SETTINGS = ((M_TRIM_THRESHOLD, 1 << 30), (M_MMAP_MAX, 0))
 
 
 def _keep_freed_memory(libc=None):

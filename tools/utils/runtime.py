@@ -140,14 +140,19 @@ def _name(dygraph_model):
     return name() if name is not None else type(dygraph_model).__name__
 
 
-def train_step(dygraph_model, model, optimizer, metrics, batch, config):
-    """One optimisation step, the same for the trainer and the benchmark -> (loss, print_dict)."""
-    loss, _, print_dict = dygraph_model.train_forward(model, metrics, batch, config)
-    loss.backward()
-    optimizer.step()
-    # Released, not zero-filled: the next backward writes fresh gradients instead of adding them
-    # to zeros (a dense table's: a 57 MB fill and add saved per DeepFM step); as torch's zero_grad.
-    optimizer.clear_grad(set_to_zero=False)
+def _run(name, work):
+    return work()
+
+
+def train_step(dygraph_model, model, optimizer, metrics, batch, config, phase=_run):
+    """One optimisation step, the same for the trainer and the benchmarks -> (loss, print_dict).
+    ``phase(name, work)`` runs each part ("forward+loss", "backward", "optimizer"; a profiler
+    times them)."""
+    loss, _, print_dict = phase("forward+loss", lambda: dygraph_model.train_forward(model, metrics, batch, config))
+    phase("backward", loss.backward)
+    # Gradients released, not zero-filled: the next backward writes fresh ones instead of adding
+    # them to zeros (a dense table's: a 57 MB fill and add saved per DeepFM step); as torch's zero_grad.
+    phase("optimizer", lambda: (optimizer.step(), optimizer.clear_grad(set_to_zero=False)))
     return loss, print_dict
 
 
