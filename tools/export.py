@@ -1,12 +1,15 @@
-"""Export a trained model: python tools/export.py -m config.yaml --out DIR [--epoch N] [--jit] [--vectors DIR]
+"""Export a trained model for serving: python tools/export.py -m config.yaml --out DIR [--epoch N]
 
 Loads the checkpoint tools/infer.py would evaluate (the best epoch of a run with validation, else
-the last; ``--epoch`` picks another) and hands it to the model's ``export`` (its DygraphModel),
-which writes into ``--out`` - as a whole: into a staging folder renamed into place with a
-manifest.json (the files, the checkpoint and epoch, the model config's digest); a non-empty
-``--out`` is refused unless ``--replace``, so two exports never mix. Today the pretrained-vector
-two-tower model exports (its towers' outputs of the pretrained vectors in ``--vectors``, and with
-``--jit`` the towers as inference models); another model says that it has no export.
+the last; ``--epoch`` picks another) and saves what the model serves (models/common/export.py) as
+Paddle inference graphs: a ranking or multi-task model its scores (``rank``), a two-tower model its
+``user_tower`` and ``item_tower`` plus the item catalog (vectors, ids, a faiss index). Each graph's
+inputs are the declared features it reads; manifest.json says them (names, dtypes, shapes,
+vocabularies), the outputs, the checkpoint, epoch and model-config digest. A Paddle Inference
+predictor must reproduce the model's outputs on the first rows of runner.train_data_dir (within
+1e-5) before anything is written. The folder is written as a whole (staged, renamed into place);
+a non-empty ``--out`` is refused unless ``--replace``. tools/serve.py serves it.
+The pretrained-vector two-tower model also exports the tower outputs of ``--vectors DIR``.
 """
 import argparse
 import os
@@ -19,6 +22,9 @@ import tools.utils  # noqa: E402
 tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 
 from tools.infer import epochs_to_evaluate  # noqa: E402
+from models.common.data.loader import create_dataset  # noqa: E402
+from models.common.export import export  # noqa: E402
+from models.common.loading import load_reader  # noqa: E402
 from models.common.artifacts import fingerprint, sole_artifact  # noqa: E402
 from tools.utils.checkpoint import check_model_config, load_checkpoint, read_run  # noqa: E402
 from tools.utils.config import ConfigError  # noqa: E402
@@ -30,17 +36,18 @@ def main(argv=None):
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--epoch", type=int, help="checkpoint epoch (default: best, else last)")
-    parser.add_argument("--jit", action="store_true", help="also save the towers with paddle.jit.save")
     parser.add_argument("--replace", action="store_true", help="replace what --out holds (else a non-empty --out "
                                                                "is refused)")
-    parser.add_argument("--vectors", help="folder of inputs to export (the pretrained two-tower model: users.npy "
-                                          "/ .txt and/or items.npy / .txt)")
+    parser.add_argument("--vectors", help="the pretrained two-tower model: also export the tower outputs of this "
+                                          "folder's users.npy / .txt and/or items.npy / .txt")
+    parser.add_argument("--sample-rows", type=int, default=256, help="rows of runner.train_data_dir the parity "
+                                                                     "check runs (default 256)")
     args = parser.parse_args(argv)
     try:
         ctx = setup(args, distributed=False)
         config, dm = ctx.config, ctx.dygraph_model
-        if not hasattr(dm, "export"):
-            raise ConfigError(f"{config.path}: {dm.model_name()} has no export yet")
+        if args.vectors and not hasattr(dm, "export_vectors"):
+            raise ConfigError(f"--vectors: {dm.model_name()} exports no vectors (only the pretrained two-tower model)")
         if args.epoch is not None:
             config.set("runner.infer_start_epoch", args.epoch)
             config.set("runner.infer_end_epoch", args.epoch + 1)
@@ -53,7 +60,11 @@ def main(argv=None):
         with sole_artifact(args.out, f"export of {dm.model_name()}", replace=args.replace, checkpoint=load_path,
                            epoch=epochs[-1], model_config_digest=run.get("digest")) as artifact:
             artifact.fingerprints["model"] = fingerprint([run.get("digest"), load_path, epochs[-1]])
-            return dm.export(model, config, artifact, args.vectors, args.jit, ctx.log)
+            rows = create_dataset(load_reader(config, "train"), config, "train")
+            artifact.about["serving"] = export(dm, model, config, rows, artifact.path, ctx.log, args.sample_rows)
+            if args.vectors:
+                dm.export_vectors(model, config, artifact, args.vectors, ctx.log)
+        ctx.log(f"exported to {args.out}")
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -17,6 +17,7 @@ import paddle
 import paddle.nn.functional as F
 
 from models.common.evaluation import RankingEvaluation
+from models.common.export import Served
 from models.common.loading import load_reader, reader_schema
 from models.common.metrics import AUC, LogLoss, RunningAUC
 from models.common.spec import Param, SpecError
@@ -201,6 +202,23 @@ class BaseDygraphModel:
         """Number of instances in a batch (for loss averaging and ins/s)."""
         first = next(iter(batch_data.values())) if isinstance(batch_data, dict) else batch_data[0]
         return int(first.shape[0])
+
+    def serving_graphs(self, model, config):
+        """{name: models.common.export.Served}: the functions tools/export.py saves as inference
+        graphs and tools/serve.py serves; a ranking model's is its score per row (named as in
+        the prediction file), answering POST /rank."""
+        return {"rank": Served(model, names=[f"prob_{self.label_names[0]}"])}
+
+    def serving_catalog(self, model, config):
+        """What a retrieval model's export indexes: {"ids": item ids, "columns": the item tower's
+        inputs for them, "raw_ids": optional ids of the source data}; None: no catalog."""
+        return None
+
+    def serving_tables(self, config):
+        """{table name: (key feature, [feature names])}: features export stores per key value (from
+        the training rows), so that a server fills them from an id alone (a recall-then-rank
+        service: a candidate item's features); None: none."""
+        return None
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
         """-> (metrics, outputs): ``outputs`` maps column names (each label, ``prob_<label>``) to

@@ -252,7 +252,8 @@ class BagEmbedding(FeatureEmbedding):
         firsts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
         firsts += [batch[f.name][:, :1] for f in self.sequence_features]
         first = firsts[0] if len(firsts) == 1 else paddle.concat(firsts, axis=1)  # [B, F]
-        rows = first.shape[0]
+        # traced into a static graph (export) the batch size is only known when the graph runs
+        rows = first.shape[0] if paddle.in_dynamic_mode() else paddle.shape(first)[0]
         lengths = None
         if self.sequence_features:
             lengths = paddle.concat([paddle.ones([rows, len(self.sparse_features)], dtype="int64")]
@@ -269,7 +270,10 @@ class BagEmbedding(FeatureEmbedding):
                 paddle.arange(rows, dtype="int64").unsqueeze(1) * self.num_fields + self.extra_field, valid)
             ids = paddle.concat([ids, extra_ids])
         pooled = self.table(ids)
-        if self.bags and extra_ids.shape[0]:
+        if self.bags and not paddle.in_dynamic_mode():  # traced (export): sizes known when the graph runs
+            firsts = rows * self.num_fields
+            pooled = paddle.index_add(pooled[:firsts], slots, 0, pooled[firsts:])
+        elif self.bags and extra_ids.shape[0]:
             pooled, extra_rows = split_views(pooled, [rows * self.num_fields, extra_ids.shape[0]], axis=0)
             pooled = paddle.index_add(pooled, slots, 0, extra_rows)
         pooled = pooled.reshape([rows, self.num_fields, self.dim])

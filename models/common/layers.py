@@ -36,7 +36,10 @@ def expanded(*tensors):
     """The tensors expanded (views, no copy) to their common broadcast shape. paddle's CPU
     elementwise kernels are fast when the operands have one shape and slow when they broadcast:
     [1024, 13, 1] * [1, 13, 16] takes 2.5 ms, 0.36 once both are expanded (6.4 against 1.5 with
-    the backward pass); [1024, 256] + [1, 256] 2.6 against 0.1. Same values and gradients."""
+    the backward pass); [1024, 256] + [1, 256] 2.6 against 0.1. Same values and gradients.
+    Traced into a static graph (export) the shapes hold -1: the operands stay as they are."""
+    if not paddle.in_dynamic_mode():
+        return list(tensors)
     shape = list(np.broadcast_shapes(*[tuple(t.shape) for t in tensors]))
     return [t if list(t.shape) == shape else t.expand(shape) for t in tensors]
 

@@ -121,6 +121,10 @@ class TwoTower(nn.Layer):
         flat = item_ids.reshape([-1])
         return self._out(self.item_tower(self.item_features(flat))).reshape(shape + [-1])
 
+    def item_vectors(self, batch):
+        """[B, d] vectors of the items ``batch["item_id"]`` (the exported item tower)."""
+        return self.item_embedding(batch["item_id"])
+
     def forward(self, batch):
         """Similarity of each row's user and its item ``item_id`` [B] (no temperature)."""
         return (self.user_embedding(batch) * self.item_embedding(batch["item_id"])).sum(axis=-1)

@@ -14,6 +14,7 @@ import numpy as np
 
 from models.common.base_model import BaseDygraphModel
 from models.common.embedding import FeatureEmbedding
+from models.common.export import Served
 from models.common.matching import (MODES, NEGATIVES, PAIR_LOSSES, SIMILARITIES, MLPTower, TwoTower, candidate_logits,
                                     matching_loss)
 from models.common.metrics import PairAUC
@@ -146,6 +147,20 @@ class MatchingDygraphModel(BaseDygraphModel):
         step; tools/infer.py evaluates by retrieval, ``create_evaluation``)."""
         score = dy_model(batch_data)
         return metrics_list, {"item_id": batch_data["item_id"], "similarity": score}
+
+    # ---- export (tools/export.py) ----------------------------------------------------
+    def serving_graphs(self, model, config):
+        """The user tower (user features -> the query vector) and the item tower (item id -> the
+        key vector; the catalog's side features are inside), as the retrieval evaluation uses them."""
+        return {"user_tower": Served(model, "user_embedding", ["user_vector"]),
+                "item_tower": Served(model, "item_vectors", ["item_vector"])}
+
+    def serving_catalog(self, model, config):
+        info = dataset_info(config)
+        ids = np.arange(1, len(info["item_count"]), dtype=np.int64)  # 0 is padding
+        raw_items, raw_users = info.get("item_raw_id"), info.get("user_raw_id")
+        return {"ids": ids, "columns": {"item_id": ids}, "raw_ids": np.asarray(raw_items)[ids] if raw_items else None,
+                "user_raw_ids": raw_users}  # the source data's ids: joins with a ranker's tables
 
     # ---- evaluation (tools/infer.py) --------------------------------------------------
     def create_evaluation(self, config, log):

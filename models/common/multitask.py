@@ -22,6 +22,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from models.common.base_model import BaseDygraphModel
+from models.common.export import Served
 from models.common.features import Label
 from models.common.layers import MLP, ExpertBank
 from models.common.metrics import AUC, LogLoss, RunningAUC, to_numpy
@@ -208,6 +209,9 @@ class MultiTaskModel(BaseDygraphModel):
         for metric in metrics_list:
             metric.update(detached, batch_data)
         return loss, metrics_list, None
+
+    def serving_graphs(self, model, config):
+        return {"rank": Served(model)}  # a score per task, pred_<task>
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
         outputs = dy_model(batch_data)

@@ -21,6 +21,10 @@ class DygraphModel(ColdStartModel):
         return MetaEmbDeepFM(self.schema(config), ID, ITEM_FEATURES, CONTEXT_FEATURES,
                              config.get("hyper_parameters.fc_sizes"), config.get("hyper_parameters.init_std"))
 
+    def serving_tables(self, config):
+        # a recall-then-rank service scores candidate items from their ids (see tools/serve.py)
+        return {"items": (ID, ITEM_FEATURES), "users": ("user_id", [f for f in CONTEXT_FEATURES if f != "user_id"])}
+
     def create_generator(self, config):
         dim = config.get("hyper_parameters.embed_dim")
         return EmbeddingGenerator(len(ITEM_FEATURES) * dim, dim, config.get("hyper_parameters.generator_scale"))

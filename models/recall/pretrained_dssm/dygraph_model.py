@@ -1,12 +1,12 @@
 """Pretrained-vector two-tower wrapper for the shared runners (BCE, Adam, AUC from the base class),
-and its export (tools/export.py, or this folder's export.py): the towers' outputs of a folder of
-pretrained vectors - ``users.npy`` + ``users.txt`` and/or ``items.npy`` + ``items.txt`` (one id per
-line in the same order; datasets/movielens/make_pretrained_vectors.py writes them) - as
-``<side>.npy`` (e.g. 64-d) and ``<side>.txt`` (the ids), plus what nearest-neighbour search uses:
-``user_queries.npy`` / ``item_keys.npy``, whose inner product ranks items as the model's score does
-(see net.py). ``--jit`` also saves the towers with paddle.jit.save as inference/{user,item}_tower
-(.pdmodel/.pdiparams, input [batch, vector_dim] float32), loadable with paddle.jit.load or a Paddle
-Inference predictor without this repository's code.
+and its export (tools/export.py, or this folder's export.py). Every export holds the inference
+graphs (models/common/export.py): ``rank`` (the score of a user vector and an item vector),
+``user_tower`` and ``item_tower`` (the vectors whose inner product ranks items as the score does:
+``query`` and ``key``, see net.py). With ``--vectors DIR`` (a folder of pretrained vectors:
+``users.npy`` + ``users.txt`` and/or ``items.npy`` + ``items.txt``, one id per line in the same
+order; datasets/movielens/make_pretrained_vectors.py writes them) it also holds their tower
+outputs ``<side>.npy`` (e.g. 64-d) with the ids ``<side>.txt``, and the search vectors
+``user_queries.npy`` / ``item_keys.npy`` (retrieve.py searches them).
 """
 import os
 
@@ -15,6 +15,7 @@ import paddle
 
 from models.common.artifacts import file_fingerprint
 from models.common.base_model import BaseDygraphModel
+from models.common.export import Served
 from models.common.spec import Param, SpecError, positive_ints
 from .net import SCORES, PretrainedTwoTower
 
@@ -32,13 +33,14 @@ class DygraphModel(BaseDygraphModel):
         hp = lambda key: config.get(f"hyper_parameters.{key}")  # noqa: E731
         return PretrainedTwoTower(hp("vector_dim"), hp("tower_dims"), hp("score"), hp("temperature"))
 
-    def export(self, model, config, artifact, vectors, jit=False, log=print):
+    def serving_graphs(self, model, config):
+        return {**super().serving_graphs(model, config), "user_tower": Served(model, "user_query", ["user_query"]),
+                "item_tower": Served(model, "item_key", ["item_key"])}
+
+    def export_vectors(self, model, config, artifact, vectors, log=print):
         """Write the tower outputs of the vectors in the folder ``vectors`` into ``artifact`` (a
         models.common.artifacts.Artifact: its staging folder, rows and fingerprints; see above)."""
-        if not vectors:
-            raise SpecError("--vectors: this model exports the tower outputs of a folder of pretrained vectors "
-                            "(users.npy / items.npy)")
-        done = export(model, vectors, artifact.path, config.get("hyper_parameters.vector_dim"), jit, log)
+        done = export(model, vectors, artifact.path, config.get("hyper_parameters.vector_dim"), log)
         for side, (ids, _) in done.items():
             for name in (f"{side}.npy", f"{side}.txt", f"{SIDES[side][1]}.npy"):
                 artifact.rows[name] = len(ids)
@@ -74,7 +76,7 @@ def tower_outputs(tower, vectors, batch_size=8192):
                                for i in range(0, len(vectors), batch_size)]) if len(vectors) else vectors
 
 
-def export(model, folder, out, dim, jit=False, log=print):
+def export(model, folder, out, dim, log=print):
     """Write the outputs of every side found in ``folder`` to ``out``; -> {side: (ids, outputs)}."""
     model.eval()
     done = {}
@@ -94,10 +96,4 @@ def export(model, folder, out, dim, jit=False, log=print):
         done[side] = (ids, outputs)
     if not done:
         raise FileNotFoundError(f"--vectors: {folder} holds neither users.npy nor items.npy")
-    if jit:
-        for side, (tower_name, _) in SIDES.items():
-            path = os.path.join(out, "inference", tower_name)
-            paddle.jit.save(getattr(model, tower_name), path,
-                            input_spec=[paddle.static.InputSpec([None, dim], "float32", name="vector")])
-            log(f"saved {tower_name} as an inference model: {path}.pdmodel")
     return done

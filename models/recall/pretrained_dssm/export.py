@@ -1,6 +1,6 @@
 """Tower outputs of a trained pretrained-vector two-tower model, and its towers as inference models:
 
-    python models/recall/pretrained_dssm/export.py -m config.yaml --vectors DIR --out OUT [--epoch N] [--jit]
+    python models/recall/pretrained_dssm/export.py -m config.yaml --vectors DIR --out OUT [--epoch N]
 
 DIR holds ``users.npy`` + ``users.txt`` and/or ``items.npy`` + ``items.txt``; OUT gets the towers'
 outputs and the nearest-neighbour search vectors (see dygraph_model.py). This is tools/export.py.

@@ -44,6 +44,12 @@ class PretrainedTwoTower(nn.Layer):
         """The score's logit from <query, key> (adds the output bias for "product")."""
         return inner_product + self.output.bias if self.score == "product" else inner_product
 
+    def user_query(self, batch):
+        return self.query(self.user_tower(batch["user_vector"]))
+
+    def item_key(self, batch):
+        return self.key(self.item_tower(batch["item_vector"]))
+
     def forward(self, batch):
         user, item = self.user_tower(batch["user_vector"]), self.item_tower(batch["item_vector"])
         logit = self.logit_of(paddle.sum(self.query(user) * self.key(item), axis=-1))
