@@ -34,6 +34,7 @@ import tools.utils  # noqa: E402
 tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__init__.py
 
 from models.common.serving import ExportError, RequestError, load_exports, recommend  # noqa: E402
+from tools.utils.runtime import USER_ERRORS, load_model  # noqa: E402
 
 MAX_BODY = 16 << 20
 
@@ -90,6 +91,7 @@ class Service:
 def handler_for(service, quiet=True):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+        disable_nagle_algorithm = True  # else each answer waits ~40 ms for the client's delayed ACK
 
         def _answer(self, status, payload):
             data = json.dumps(payload).encode()
@@ -130,22 +132,20 @@ def handler_for(service, quiet=True):
     return Handler
 
 
-def check_expected(exports, configs):
-    """Each ``--expect-config``: an export of that model whose config digest is the config's."""
-    from tools.utils.checkpoint import model_config
-    from tools.utils.runtime import load_model
+def expect_config(exports, config, dygraph_model):
+    """The loaded exports of ``dygraph_model``'s model must have been made with ``config`` (its
+    model sections' digest, as training recorded it); else an ExportError naming the folder."""
     from models.common.artifacts import fingerprint
+    from tools.utils.checkpoint import model_config
 
-    for path in configs:
-        config, dm = load_model(path)
-        digest, name = fingerprint(model_config(config)), dm.model_name()
-        mine = [e for e in exports.values() if e.serving["model"] == name]
-        if not mine:
-            raise ExportError(f"--expect-config {path}: no loaded export of {name}")
-        for e in mine:
-            if e.manifest.get("model_config_digest") != digest:
-                raise ExportError(f"--expect-config {path}: {e.folder} was exported from another {name} config "
-                                  f"(digest {e.manifest.get('model_config_digest')}, this config {digest})")
+    digest, name = fingerprint(model_config(config)), dygraph_model.model_name()
+    mine = [e for e in exports.values() if e.serving["model"] == name]
+    if not mine:
+        raise ExportError(f"{config.path}: no loaded export of {name}")
+    for e in mine:
+        if e.manifest.get("model_config_digest") != digest:
+            raise ExportError(f"{config.path}: {e.folder} was exported from another {name} config "
+                              f"(digest {e.manifest.get('model_config_digest')}, this config {digest})")
 
 
 def main(argv=None):
@@ -160,10 +160,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         exports = load_exports(args.export, args.threads)
-        check_expected(exports, args.expect_config)
-    except (ExportError, OSError, ValueError) as error:
+        for path in args.expect_config:
+            expect_config(exports, *load_model(path))
+    except (ExportError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
+    ThreadingHTTPServer.request_queue_size = 128  # connections waiting to be accepted (default 5)
     server = ThreadingHTTPServer((args.host, args.port), handler_for(Service(exports), not args.log_requests))
     server.daemon_threads = True
     host, port = server.server_address[:2]

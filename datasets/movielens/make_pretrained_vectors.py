@@ -81,18 +81,20 @@ def history_sums(train, user_ids, item_ids, item_vectors):
 
 
 
-def sample_negatives(positives, seen, num_items, negatives, rng):
+def sample_negatives(positives, seen, num_items, negatives, rng, weights=None):
     """For each positive (user index, item index) ``negatives`` item indices the user has not
-    interacted with (``seen``: set of user * num_items + item), drawn uniformly; vectorised
-    rejection sampling."""
+    interacted with (``seen``: set of user * num_items + item), drawn uniformly or in proportion
+    to ``weights`` [num_items]; vectorised rejection sampling."""
+    p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    draw = lambda n: rng.choice(num_items, size=n, p=p) if p is not None else rng.integers(0, num_items, size=n)  # noqa: E731
     users = np.repeat(positives[:, 0], negatives)
-    items = rng.integers(0, num_items, size=len(users))
+    items = draw(len(users))
     seen = np.fromiter(seen, dtype=np.int64)
     for _ in range(100):
         clash = np.isin(users * num_items + items, seen)
         if not clash.any():
             return users, items
-        items[clash] = rng.integers(0, num_items, size=int(clash.sum()))
+        items[clash] = draw(int(clash.sum()))
     raise ValueError("could not draw negatives: some users interacted with almost every item")
 
 

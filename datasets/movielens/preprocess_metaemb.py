@@ -128,15 +128,22 @@ def encodings(users, items, title_vocab=20001):
             "genres": GENRES, "age_buckets": AGE_BUCKETS, "year_base": YEAR_BASE, "year_vocab": YEAR_VOCAB}
 
 
+def pair_features(user_ids, item_ids, users, items, title_vocab=20001):
+    """-> {column: array}: every column but the label for each (raw user id, raw item id) pair
+    (also used by preprocess_ranking.py, so that both write the same features)."""
+    item_cols, user_cols = encode_items(items, title_vocab), encode_users(users)
+    item_row = pd.Index(item_cols["item_id"]).get_indexer(item_ids)
+    user_row = pd.Index(user_cols["user_id"]).get_indexer(user_ids)
+    columns = {k: v[item_row] for k, v in item_cols.items()}
+    columns.update({k: v[user_row] for k, v in user_cols.items()})
+    return columns
+
+
 def encode(ratings, users, items, title_vocab=20001):
     """-> {column: array} with one row per rating (ratings' order), plus 'timestamp'."""
-    item_cols, user_cols = encode_items(items, title_vocab), encode_users(users)
-    item_row = pd.Index(item_cols["item_id"]).get_indexer(ratings["item_id"])
-    user_row = pd.Index(user_cols["user_id"]).get_indexer(ratings["user_id"])
     columns = {"label": (ratings["rating"].to_numpy() >= 4).astype(np.int64),
                "timestamp": ratings["timestamp"].to_numpy(np.int64)}
-    columns.update({k: v[item_row] for k, v in item_cols.items()})
-    columns.update({k: v[user_row] for k, v in user_cols.items()})
+    columns.update(pair_features(ratings["user_id"], ratings["item_id"], users, items, title_vocab))
     return columns
 
 
@@ -179,6 +186,13 @@ KINDS = {"pretrain": "metaemb pre-training rows (old items)", "meta": "metaemb g
          "warm": "metaemb warm-up batches a-c (new items)", "test": "metaemb test rows (new items)"}
 
 
+def smallest_vocab(columns):
+    """The vocabulary sizes a config needs for these rows (hyper_parameters.num_items, ...)."""
+    return {"item_id": int(columns["item_id"].max()) + 1, "user_id": int(columns["user_id"].max()) + 1,
+            "title": int(columns["title"].max()) + 1, "year": YEAR_VOCAB, "genres": len(GENRES),
+            "age": len(AGE_BUCKETS) + 1, "gender": 2, "occupation": int(columns["occupation"].max()) + 1}
+
+
 def write(columns, splits, stats, out_dir, source="", space=None):
     """The split files and meta.json into the folder ``out_dir``; -> {folder: {file: rows}}. With
     ``space`` (the run's id space), meta.json carries it as "id_space"."""
@@ -188,10 +202,7 @@ def write(columns, splits, stats, out_dir, source="", space=None):
         os.makedirs(folder, exist_ok=True)
         save_npz(os.path.join(folder, f"{name}.npz"), {c: columns[c][indices] for c in COLUMNS}, compress=True)
         rows.setdefault(FOLDERS[name], {})[f"{name}.npz"] = len(indices)
-    vocab = {"item_id": int(columns["item_id"].max()) + 1, "user_id": int(columns["user_id"].max()) + 1,
-             "title": int(columns["title"].max()) + 1, "year": YEAR_VOCAB, "genres": len(GENRES),
-             "age": len(AGE_BUCKETS) + 1, "gender": 2, "occupation": int(columns["occupation"].max()) + 1}
-    meta = {"source": source, **stats, "smallest_vocab": vocab}
+    meta = {"source": source, **stats, "smallest_vocab": smallest_vocab(columns)}
     with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
         json.dump(meta if space is None else {**meta, "id_space": space}, f, indent=1, sort_keys=True)
     return rows

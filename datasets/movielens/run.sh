@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # MovieLens for the retrieval models (models/recall/*/config_bigdata.yaml), MetaEmb
-# (models/rank/metaemb) and the pretrained-vector two-tower model (models/recall/pretrained_dssm).
+# (models/rank/metaemb), the pretrained-vector two-tower model (models/recall/pretrained_dssm) and
+# the ranker of a recall-then-rank pipeline (models/rank/metaemb/config_ml100k_rank.yaml).
 #
 #   bash datasets/movielens/run.sh                        download ml-1m, verify, unpack, preprocess
 #   bash datasets/movielens/run.sh --dataset ml-100k      the same for ml-100k
 #   bash datasets/movielens/run.sh --raw DIR              preprocess a raw copy you already have
 #                                                         (ml-100k: u.data ...; ml-1m: ratings.dat ...)
 #   options: --out DIR (default: data/<ml-1m|ml-100k> next to this script), --max-history N (50),
-#            --steps "retrieval metaemb pretrained" (the preprocessing steps to run; default: all),
+#            --steps "retrieval metaemb pretrained ranking" (the preprocessing steps to run; default: all;
+#            ranking reads OUT/retrieval, so it runs after retrieval or on an earlier run's),
 #            --replace (replace the steps' earlier output; without it a non-empty OUT/<step> is refused)
 #
 # Result: OUT/retrieval/{train/train.txt, test/test.txt, dataset.json} (leave-last-out by time,
-# see preprocess_retrieval.py), OUT/metaemb/ (old/new item splits, preprocess_metaemb.py) and
-# OUT/pretrained/ (vectors and pairs, make_pretrained_vectors.py). Every preprocessing step in STEPS runs on the same raw copy; a
-# step is a shell function preprocess_<name> RAW OUT (add one and list it in STEPS to extend).
+# see preprocess_retrieval.py), OUT/metaemb/ (old/new item splits, preprocess_metaemb.py),
+# OUT/pretrained/ (vectors and pairs, make_pretrained_vectors.py) and OUT/ranking/ (the retrieval
+# training rows + negatives in MetaEmb's format, preprocess_ranking.py). Every preprocessing step
+# in STEPS runs on the same raw copy; a step is a shell function preprocess_<name> RAW OUT (add
+# one and list it in STEPS to extend).
 # Each OUT/<step> is written whole (staged, renamed into place) with a manifest.json, and each of
 # its data folders with its own, all naming the run's id_space: a killed run leaves the earlier
 # output or none, never half of one. The archives are checked against GroupLens' published MD5
@@ -31,7 +35,7 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x "$here/../../.venv/bin/python" ]; then PYTHON=$here/../../.venv/bin/python; else PYTHON=python3; fi
 fi
 
-STEPS="retrieval metaemb pretrained"
+STEPS="retrieval metaemb pretrained ranking"  # in this order: ranking reads OUT/retrieval
 preprocess_retrieval() {  # RAW OUT
     "$PYTHON" "$here/preprocess_retrieval.py" --raw "$1" --out "$2/retrieval" --max-history "$MAX_HISTORY" $REPLACE
 }
@@ -40,6 +44,9 @@ preprocess_metaemb() {  # RAW OUT
 }
 preprocess_pretrained() {  # RAW OUT
     "$PYTHON" "$here/make_pretrained_vectors.py" --raw "$1" --out "$2/pretrained" $REPLACE
+}
+preprocess_ranking() {  # RAW OUT
+    "$PYTHON" "$here/preprocess_ranking.py" --raw "$1" --retrieval "$2/retrieval" --out "$2/ranking" $REPLACE
 }
 
 DATASET=ml-1m RAW="" OUT="" MAX_HISTORY=50 REPLACE=""
@@ -59,7 +66,7 @@ while [ $# -gt 0 ]; do
                  done
                  STEPS=$2; shift 2 ;;
         --replace) REPLACE=--replace; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) fail "unknown option $1 (see run.sh --help)" ;;
     esac
 done

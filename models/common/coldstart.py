@@ -61,6 +61,9 @@ class Split(dict):
 def load_set(config, key, name):
     """The whole set ``<runner.key>/<name>.npz`` (read through the infer reader)."""
     folder = config.get(f"runner.{key}")
+    if not folder:
+        raise ConfigError(f"runner.{key} is not set: the cold-start evaluation reads {name}.npz there (written by "
+                          f"datasets/movielens/preprocess_metaemb.py); this config only trains the base")
     path = os.path.join(folder, f"{name}.npz")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"runner.{key}: {path} does not exist (written by "
@@ -338,8 +341,9 @@ class ColdStartModel(BaseDygraphModel):
                                           help="Adam learning rate of the new IDs' rows in warm-up"),
         f"{HP}.first_order_meta": Param(bool, default=False,
                                         help="first-order meta-gradient (no gradient through the inner step)"),
-        "runner.meta_data_dir": Param(str, help="the generator sets meta_{a,b,c,d}.npz (old items)"),
-        "runner.warm_data_dir": Param(str, help="the warm-up batches warm_{a,b,c}.npz (new items)"),
+        # Optional: a base trained as a plain ranker has no cold items (load_set names the missing key).
+        "runner.meta_data_dir": Param(str, required=False, help="the generator sets meta_{a,b,c,d}.npz (old items)"),
+        "runner.warm_data_dir": Param(str, required=False, help="the warm-up batches warm_{a,b,c}.npz (new items)"),
     }
 
     def create_generator(self, config):

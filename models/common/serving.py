@@ -164,7 +164,7 @@ class LoadedExport:
         outputs = self.run("rank", columns_of(rows, self.graphs["rank"].inputs))
         return {name: value.reshape(len(rows)).tolist() for name, value in outputs.items()}
 
-    def recall(self, user, k, exclude=()):
+    def recall(self, user, k, exclude=None):
         """-> (catalog ids, scores): the ``k`` items of largest inner product with the user's
         vector, the ids in ``exclude`` left out."""
         if self.catalog is None:
@@ -172,6 +172,7 @@ class LoadedExport:
         items = len(self.catalog["ids"])
         if not 1 <= _integer(k, "k") <= items:
             raise RequestError(f"k: {k} is outside 1 .. {items} (the catalog's items)")
+        exclude = [] if exclude is None else exclude
         if not isinstance(exclude, list):
             raise RequestError("exclude: expected a list of item ids")
         skip = {_integer(v, f"exclude[{i}]") for i, v in enumerate(exclude)}
@@ -209,7 +210,7 @@ def load_exports(specs, threads=1):
     return exports
 
 
-def recommend(retrieval, ranker, user, k=10, candidates=100, exclude=()):
+def recommend(retrieval, ranker, user, k=10, candidates=100, exclude=None):
     """Recall then rank: ``candidates`` items from ``retrieval``'s catalog for ``user``, scored by
     ``ranker``'s rank graph with their features from its tables (joined through the source data's
     raw ids), best first; -> list of {item, raw_item, score, recall_score}. Candidates the ranker
@@ -239,3 +240,50 @@ def recommend(retrieval, ranker, user, k=10, candidates=100, exclude=()):
     return [{"item": int(ids[i]), "raw_item": int(raw_items[i]),
              "score": None if np.isnan(scores[i]) else float(scores[i]), "recall_score": float(recall_scores[i])}
             for i in order[:k]]
+
+
+class ServiceProcess:
+    """tools/serve.py started in a subprocess on a free loopback port, and a keep-alive JSON client
+    of it (the two-stage example, the load benchmark, the tests)."""
+
+    def __init__(self, *args):
+        import subprocess
+        import sys
+
+        serve = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "serve.py")
+        self.process = subprocess.Popen([sys.executable, serve, "--host", "127.0.0.1", "--port", "0", *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("serving "):
+            self.process.wait(timeout=60)
+            raise ExportError((line + self.process.stderr.read()).strip().splitlines()[-1])
+        self.port = int(line.rsplit(":", 1)[1])
+        self.connection = self.connect()
+
+    def connect(self):
+        import http.client
+
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def call(self, method, path, body=None, connection=None):
+        """-> (HTTP status, decoded JSON answer); ``body``: an object, or bytes sent as they are."""
+        import json
+
+        connection = connection or self.connection
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    def stop(self):
+        self.connection.close()
+        self.process.kill()
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -61,8 +61,8 @@ def sample_raw(folder):
 
 
 STEP_FOLDERS = {"retrieval": ["train", "test"], "metaemb": ["pretrain", "meta", "warm", "test"],
-                "pretrained": ["train", "valid", "vectors", "interactions"]}
-SIDE_FILES = {"retrieval": "dataset.json", "metaemb": "meta.json"}
+                "pretrained": ["train", "valid", "vectors", "interactions"], "ranking": ["train", "valid"]}
+SIDE_FILES = {"retrieval": "dataset.json", "metaemb": "meta.json", "ranking": "ranking.json"}
 
 
 def check_step(folder, step):
@@ -102,7 +102,7 @@ def test_run_sh_raw_reproduces_the_shipped_sample(tmp_path):
         str(tmp_path / "out" / "retrieval"))["fingerprints"]["id_space"]
     assert ours == shipped
     spaces = {step: check_step(tmp_path / "out" / step, step) for step in STEP_FOLDERS}
-    assert len(set(spaces.values())) == 3  # one id space per step
+    assert len(set(spaces.values())) == len(STEP_FOLDERS)  # one id space per step
     assert sorted(os.listdir(tmp_path / "out")) == sorted(STEP_FOLDERS)  # nothing left beside them
 
 

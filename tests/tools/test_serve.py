@@ -3,7 +3,6 @@ loopback port, queried over HTTP. /recall gives tools/infer.py's exact top-K, /r
 model's scores; every bad request gets its 4xx and the service goes on; a restarted service gives
 the same answers; a half-written or foreign export stops the start with one line."""
 import glob
-import http.client
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import pytest
 from conftest import REPO
 from models.common.data.loader import create_dataset
 from models.common.export import as_arrays
+from models.common.serving import ServiceProcess
 from models.common.loading import load_reader
 from models.common.retrieval import search
 from tools.export import main as export_main
@@ -48,30 +48,6 @@ def exports(tmp_path_factory):
     return done
 
 
-class Service:
-    def __init__(self, *args):
-        self.process = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "serve.py"), "--port", "0", *args],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=dict(os.environ, PYTHONWARNINGS="ignore"))
-        line = self.process.stdout.readline()
-        if not line.startswith("serving "):
-            self.process.wait(timeout=60)
-            raise RuntimeError(line + self.process.stderr.read())
-        self.port = int(line.rsplit(":", 1)[1])
-        self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-
-    def call(self, method, path, body=None):
-        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        self.connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        response = self.connection.getresponse()
-        return response.status, json.loads(response.read())
-
-    def stop(self):
-        self.connection.close()
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-
 def start_refused(*args):
     done = subprocess.run([sys.executable, os.path.join(REPO, "tools", "serve.py"), "--port", "0", *args],
                           capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -83,7 +59,7 @@ def start_refused(*args):
 
 @pytest.fixture(scope="module")
 def service(exports):
-    running = Service("--export", str(exports["dssm"][1] / "export"), str(exports["deepfm"][1] / "export"))
+    running = ServiceProcess("--export", str(exports["dssm"][1] / "export"), str(exports["deepfm"][1] / "export"))
     yield running
     running.stop()
 
@@ -170,7 +146,7 @@ def test_every_bad_request_gets_its_4xx_and_the_service_goes_on(exports, service
 def test_a_restarted_service_gives_the_same_answers(exports, service):
     user = {"user_id": 5, "gender": 0, "age": 1, "occupation": 2, "zip": 3, "hist": [4, 5]}
     before = service.call("POST", "/recall", {"model": "dssm", "user": user, "k": 20})
-    again = Service("--export", str(exports["dssm"][1] / "export"))
+    again = ServiceProcess("--export", str(exports["dssm"][1] / "export"))
     try:
         assert again.call("POST", "/recall", {"user": user, "k": 20}) == before
     finally:
