@@ -8,7 +8,8 @@ inputs are the declared features it reads; manifest.json says them (names, dtype
 vocabularies), the outputs, the checkpoint, epoch and model-config digest. A Paddle Inference
 predictor must reproduce the model's outputs on the first rows of runner.train_data_dir (within
 1e-5) before anything is written. The folder is written as a whole (staged, renamed into place);
-a non-empty ``--out`` is refused unless ``--replace``. tools/serve.py serves it.
+a non-empty ``--out`` is refused unless ``--replace``. tools/serve.py serves it. ``--onnx`` also
+converts each graph with paddle2onnx and checks it with onnxruntime (optional dependencies).
 The pretrained-vector two-tower model also exports the tower outputs of ``--vectors DIR``.
 """
 import argparse
@@ -23,7 +24,7 @@ tools.utils.prepare_process()  # before paddle is imported: see tools/utils/__in
 
 from tools.infer import epochs_to_evaluate  # noqa: E402
 from models.common.data.loader import create_dataset  # noqa: E402
-from models.common.export import export  # noqa: E402
+from models.common.export import check_onnx_available, export  # noqa: E402
 from models.common.loading import load_reader  # noqa: E402
 from models.common.artifacts import fingerprint, sole_artifact  # noqa: E402
 from tools.utils.checkpoint import check_model_config, load_checkpoint, read_run  # noqa: E402
@@ -40,6 +41,8 @@ def main(argv=None):
                                                                "is refused)")
     parser.add_argument("--vectors", help="the pretrained two-tower model: also export the tower outputs of this "
                                           "folder's users.npy / .txt and/or items.npy / .txt")
+    parser.add_argument("--onnx", action="store_true", help="also convert each graph to ONNX (paddle2onnx) and check "
+                                                            "it with onnxruntime (both optional dependencies)")
     parser.add_argument("--sample-rows", type=int, default=256, help="rows of runner.train_data_dir the parity "
                                                                      "check runs (default 256)")
     args = parser.parse_args(argv)
@@ -48,6 +51,8 @@ def main(argv=None):
         config, dm = ctx.config, ctx.dygraph_model
         if args.vectors and not hasattr(dm, "export_vectors"):
             raise ConfigError(f"--vectors: {dm.model_name()} exports no vectors (only the pretrained two-tower model)")
+        if args.onnx and check_onnx_available():
+            raise ConfigError(f"--onnx: {check_onnx_available()}")
         if args.epoch is not None:
             config.set("runner.infer_start_epoch", args.epoch)
             config.set("runner.infer_end_epoch", args.epoch + 1)
@@ -61,7 +66,8 @@ def main(argv=None):
                            epoch=epochs[-1], model_config_digest=run.get("digest")) as artifact:
             artifact.fingerprints["model"] = fingerprint([run.get("digest"), load_path, epochs[-1]])
             rows = create_dataset(load_reader(config, "train"), config, "train")
-            artifact.about["serving"] = export(dm, model, config, rows, artifact.path, ctx.log, args.sample_rows)
+            artifact.about["serving"] = export(dm, model, config, rows, artifact.path, ctx.log, args.sample_rows,
+                                               args.onnx)
             if args.vectors:
                 dm.export_vectors(model, config, artifact, args.vectors, ctx.log)
         ctx.log(f"exported to {args.out}")

@@ -271,8 +271,8 @@ class BagEmbedding(FeatureEmbedding):
             ids = paddle.concat([ids, extra_ids])
         pooled = self.table(ids)
         if self.bags and not paddle.in_dynamic_mode():  # traced (export): sizes known when the graph runs
-            firsts = rows * self.num_fields
-            pooled = paddle.index_add(pooled[:firsts], slots, 0, pooled[firsts:])
+            firsts = rows * self.num_fields  # scatter_nd_add: index_add's sum, and an ONNX op (ScatterND add)
+            pooled = paddle.scatter_nd_add(pooled[:firsts], slots.unsqueeze(-1), pooled[firsts:])
         elif self.bags and extra_ids.shape[0]:
             pooled, extra_rows = split_views(pooled, [rows * self.num_fields, extra_ids.shape[0]], axis=0)
             pooled = paddle.index_add(pooled, slots, 0, extra_rows)

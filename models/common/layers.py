@@ -78,9 +78,14 @@ def split_views(x, sizes, axis=-1):
     """``x`` cut along ``axis`` into parts of ``sizes``: views (no copy), whose gradients are joined
     by one concat. The same values and gradient as slices, whose gradients paddle's CPU kernels
     zero-fill, pad and add (11 ms against 2.6 for DeepFM's [1024, 26, 1 + 16] rows cut into 1 and
-    16 columns); paddle.split copies in the forward pass instead."""
+    16 columns); paddle.split copies in the forward pass instead. Traced into an inference graph
+    (export: no backward pass; ONNX has no PyLayer) it is paddle.split."""
     axis = axis % x.ndim
-    return list(_SplitViews.apply(x, list(sizes), axis)) if len(sizes) > 1 else [x]
+    if len(sizes) == 1:
+        return [x]
+    if not paddle.in_dynamic_mode():
+        return paddle.split(x, list(sizes), axis=axis)
+    return list(_SplitViews.apply(x, list(sizes), axis))
 
 
 def l2_normalize(x, epsilon=1e-12):

@@ -28,11 +28,12 @@ def overrides(tmp_path):
             "runner.infer_start_epoch=0", "runner.infer_end_epoch=1"]
 
 
-def trained_export(config, tmp_path, *more):
-    """Train ``config`` one epoch into tmp_path/ckpt, export it to tmp_path/export; -> (ctx, export dir)."""
-    args = ["-m", os.path.join(REPO, config), "-o", *overrides(tmp_path), *more]
+def trained_export(config, tmp_path, *flags):
+    """Train ``config`` one epoch into tmp_path/ckpt, export it (``flags``: export.py's) to
+    tmp_path/export; -> (ctx, export dir)."""
+    args = ["-m", os.path.join(REPO, config), "-o", *overrides(tmp_path)]
     train(setup(parse_args("test", args), distributed=False))
-    export_main([*args, "--out", str(tmp_path / "export")])
+    export_main([*args, "--out", str(tmp_path / "export"), *flags])
     return setup(parse_args("test", args), distributed=False), tmp_path / "export"
 
 
@@ -91,3 +92,42 @@ def test_export_refuses_a_non_empty_folder_and_a_failed_export_leaves_nothing(tm
         export_main(["-m", os.path.join(REPO, config), "-o", *overrides(tmp_path), "--out", str(tmp_path / "other")])
     assert not os.path.exists(tmp_path / "other")
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".other")]  # no staging folder left
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_onnx_export_gives_the_models_outputs(config, tmp_path):
+    """paddle2onnx + onnxruntime are optional: tested where installed."""
+    pytest.importorskip("paddle2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    ctx, out = trained_export(config, tmp_path, "--onnx")
+    with open(out / "manifest.json") as f:
+        graphs = json.load(f)["serving"]["graphs"]
+    dm, config_ = ctx.dygraph_model, ctx.config
+    model = dm.create_model(config_)
+    load_checkpoint(str(tmp_path / "ckpt"), 0, model)
+    model.eval()
+    rows = create_dataset(load_reader(config_, "train"), config_, "train")
+    batch = rows.take(np.arange(min(300, len(rows))))
+    served = dm.serving_graphs(model, config_)
+    for name, entry in graphs.items():
+        session = onnxruntime.InferenceSession(str(out / entry["onnx"]["file"]), providers=["CPUExecutionProvider"])
+        columns = as_arrays(batch, entry["inputs"])
+        got = session.run(None, {i.name: columns[i.name] for i in session.get_inputs()})
+        with paddle.no_grad():
+            expected = served[name]({c: paddle.to_tensor(a) for c, a in columns.items()})
+        for value, reference in zip(got, expected):
+            np.testing.assert_allclose(value.reshape(-1), reference.numpy().reshape(-1), atol=1e-5, rtol=0)
+
+
+def test_onnx_without_its_packages_is_refused_by_name(tmp_path, monkeypatch):
+    import importlib.util
+
+    import models.common.export as export_module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert "onnxruntime" in export_module.check_onnx_available()
+    with pytest.raises(SystemExit):
+        export_main(["-m", os.path.join(REPO, "models", "rank", "deepfm", "config.yaml"), "-o", *overrides(tmp_path),
+                     "--out", str(tmp_path / "export"), "--onnx"])
+    assert not os.path.exists(tmp_path / "export")
