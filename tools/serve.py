@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -3,7 +3,6 @@ loopback port, queried over HTTP. /recall gives tools/infer.py's exact top-K, /r
 model's scores; every bad request gets its 4xx and the service goes on; a restarted service gives
 the same answers; a half-written or foreign export stops the start with one line."""
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -143,12 +142,16 @@ def test_every_bad_request_gets_its_4xx_and_the_service_goes_on(exports, service
         assert service.call(*good) == (200, expected)
 
 
-def test_a_restarted_service_gives_the_same_answers(exports, service):
+def test_a_killed_and_restarted_service_gives_the_same_answers(exports):
     user = {"user_id": 5, "gender": 0, "age": 1, "occupation": 2, "zip": 3, "hist": [4, 5]}
-    before = service.call("POST", "/recall", {"model": "dssm", "user": user, "k": 20})
+    requests = [("POST", "/recall", {"user": user, "k": 20, "exclude": [7]}), ("GET", "/schema", None)]
+    first = ServiceProcess("--export", str(exports["dssm"][1] / "export"))
+    before = [first.call(*r) for r in requests]
+    first.stop()  # SIGKILL
+    assert first.process.returncode == -9
     again = ServiceProcess("--export", str(exports["dssm"][1] / "export"))
     try:
-        assert again.call("POST", "/recall", {"user": user, "k": 20}) == before
+        assert [again.call(*r) for r in requests] == before and before[0][0] == 200
     finally:
         again.stop()
 
