@@ -21,6 +21,7 @@ from models.common.artifacts import FolderLock  # noqa: E402
 from models.common.base_model import unwrap  # noqa: E402
 from models.common.evaluation import evaluate  # noqa: E402
 from models.common.metrics import merge_metrics  # noqa: E402
+from tools.utils.parallel import SparseExchange, has_row_sparse_tables  # noqa: E402
 from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
@@ -63,8 +64,15 @@ def _train(ctx):
         paddle.distributed.barrier()  # the main process has prepared the folder
     model = dm.create_model(config)
     optimizer = dm.create_optimizer(model, config)
-    if ctx.world_size > 1:
-        model = paddle.DataParallel(model)
+    exchange = None
+    if ctx.world_size > 1:  # row-sparse tables: only the touched rows travel; else paddle's all-reduce
+        if has_row_sparse_tables(model):
+            exchange = SparseExchange(model, ctx.world_size)
+            ctx.log(f"data parallel: row-sparse gradient exchange over {ctx.world_size} ranks")
+        else:
+            model = paddle.DataParallel(model)
+            size = sum(p.numel().item() * p.element_size() for p in model.parameters() if not p.stop_gradient)
+            ctx.log(f"data parallel: all-reduce of every gradient, {size / 2 ** 20:.3f} MB sent per step and rank")
 
     history, start_epoch = [], 0
     if done:
@@ -100,7 +108,7 @@ def _train(ctx):
         tick = time.perf_counter()
         for batch_id, batch in enumerate(loader):
             fetched = time.perf_counter()
-            loss, print_dict = train_step(dm, model, optimizer, metrics, batch, config)
+            loss, print_dict = train_step(dm, model, optimizer, metrics, batch, config, exchange=exchange)
             rows = dm.batch_rows(batch)
             loss_sum += float(loss) * rows
             seen += rows
@@ -129,6 +137,8 @@ def _train(ctx):
             values, _ = evaluate(dm, model, valid, config)
             summary.update({f"valid_{k}": v for k, v in values.items()})
         ctx.log(f"epoch {epoch} done: {_format({k: v for k, v in summary.items() if k != 'epoch'})}")
+        if exchange is not None and exchange.steps:
+            ctx.log(f"gradient exchange: {exchange.bytes_sent / exchange.steps / 2 ** 20:.3f} MB sent per step and rank")
         history.append(summary)
         if ctx.is_main:
             if epoch == start_epoch and not done:

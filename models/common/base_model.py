@@ -98,11 +98,10 @@ def unwrap(model):
 
 class SparseGradients:
     """For models whose embedding tables can take row-sparse gradients (class DygraphModel(
-    SparseGradients, BaseDygraphModel)): the key, and data parallel needs it false (DataParallel
-    all-reduces dense gradients)."""
-    config_spec = {SPARSE_GRADIENTS: Param(bool, default=False, help="row-sparse embedding gradients (faster; one "
-                                                                     "process only)")}
-    data_parallel_requires = {SPARSE_GRADIENTS: False}
+    SparseGradients, BaseDygraphModel)): the key. Under data parallel, row-sparse gradients are
+    exchanged as rows (tools/utils/parallel.py), dense ones all-reduced."""
+    config_spec = {SPARSE_GRADIENTS: Param(bool, default=False, help="row-sparse embedding gradients (faster; under "
+                                                                     "data parallel only the touched rows travel)")}
 
 
 class BaseDygraphModel:

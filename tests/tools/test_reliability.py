@@ -320,10 +320,3 @@ def test_leftovers_are_removed_by_the_next_run(tmp_path):
     stale.mkdir()
     log = ok(tiny(tmp_path, "runner.epochs=2", "runner.resume=true"))
     assert "removed 1 leftover(s)" in log and not stale.exists()
-
-
-def test_deepfm_data_parallel_needs_dense_gradients(tmp_path):
-    result = run_tool("tools/trainer.py", "-m", DEEPFM_CONFIG, "-o", "runner.use_fleet=true",
-                      "hyper_parameters.sparse_gradients=true", "hyper_parameters.optimizer.lazy_mode=true",
-                      f"runner.model_save_path={tmp_path / 'ckpt'}")
-    assert_user_error(result, "hyper_parameters.sparse_gradients", "runner.use_fleet=true")

@@ -144,12 +144,14 @@ def _run(name, work):
     return work()
 
 
-def train_step(dygraph_model, model, optimizer, metrics, batch, config, phase=_run):
+def train_step(dygraph_model, model, optimizer, metrics, batch, config, phase=_run, exchange=None):
     """One optimisation step, the same for the trainer and the benchmarks -> (loss, print_dict).
-    ``phase(name, work)`` runs each part ("forward+loss", "backward", "optimizer"; a profiler
-    times them)."""
+    ``phase(name, work)`` runs each part ("forward+loss", "backward", "exchange", "optimizer"; a
+    profiler times them); ``exchange``: the ranks' gradient exchange (tools.utils.parallel)."""
     loss, _, print_dict = phase("forward+loss", lambda: dygraph_model.train_forward(model, metrics, batch, config))
     phase("backward", loss.backward)
+    if exchange is not None:
+        phase("exchange", exchange)
     # Gradients released, not zero-filled: the next backward writes fresh ones instead of adding
     # them to zeros (a dense table's: a 57 MB fill and add saved per DeepFM step); as torch's zero_grad.
     phase("optimizer", lambda: (optimizer.step(), optimizer.clear_grad(set_to_zero=False)))
