@@ -94,3 +94,22 @@ def test_row_sparse_exchange_equals_one_process_on_the_union_of_the_batches(tmp_
     load_checkpoint(str(tmp_path / "ckpt"), 1, distributed)
     for (name, p), q in zip(model.named_parameters(), distributed.parameters()):
         np.testing.assert_allclose(q.numpy(), p.numpy(), atol=2e-6, rtol=1e-4, err_msg=name)
+
+
+def test_data_parallel_benchmark_reports_every_setting(tmp_path):
+    """benchmarks/data_parallel.py, tiny: six settings run, bytes logged for the two 2-process ones."""
+    from tests.conftest import DEEPFM_CONFIG, write_criteo_like
+
+    write_criteo_like(tmp_path / "data", 512, seed=4)
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from data_parallel import main as bench_main
+
+    table = bench_main(["-m", DEEPFM_CONFIG, "--data", str(tmp_path / "data"), "--rounds", "1", "-o",
+                        "hyper_parameters.sparse_feature_number=100000", "hyper_parameters.fc_sizes=[32,16]",
+                        "runner.train_batch_size=64", f"runner.data_cache_dir={tmp_path / 'cache'}"])
+    assert set(table) == {f"{g} {l}" for g in ("dense", "sparse") for l in ("1x1", "1x2", "2x1")}
+    for key, row in table.items():
+        assert row["runs"][0]["rows"] == 512 and row["rows_per_s"] > 0
+        assert (row["mb_per_step"] is not None) == key.endswith("2x1")
+    # the dense all-reduce sends every gradient, the exchange only what a step touched (+ the dense layers)
+    assert table["sparse 2x1"]["mb_per_step"] < table["dense 2x1"]["mb_per_step"] / 10  # 1000 ids of a 100k table

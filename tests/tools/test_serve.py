@@ -3,6 +3,7 @@ loopback port, queried over HTTP. /recall gives tools/infer.py's exact top-K, /r
 model's scores; every bad request gets its 4xx and the service goes on; a restarted service gives
 the same answers; a half-written or foreign export stops the start with one line."""
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -173,3 +174,21 @@ def test_start_refuses_half_written_and_foreign_exports(exports, tmp_path):
     assert "exported from another dssm config" in start_refused(
         "--export", str(export), "--expect-config", os.path.join(REPO, "models", "recall", "dssm", "config_bigdata.yaml"))
     assert "two exports named 'dssm'" in start_refused("--export", str(export), str(export))
+
+
+def test_load_generator_reports_every_point(exports, tmp_path):
+    """benchmarks/load_serve.py, tiny: every route and concurrency answered, figures consistent."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from load_serve import main as load_main
+
+    ranker = exports["deepfm"][1] / "export"
+    results = load_main(["--rank-export", str(ranker), "--recall-export", str(exports["dssm"][1] / "export"),
+                         "--requests", "12", "--concurrency", "1", "3", "--candidates", "20", "--k", "10",
+                         "--time-limit", "60", "--out", str(tmp_path / "load.json")])
+    for route in ("/rank", "/recall"):
+        points = results[route]["http"]
+        assert [p["concurrency"] for p in points] == [1, 3]
+        for p in points:
+            assert p["requests"] == 12 and p["failed"] == 0 and p["qps"] > 0 and p["p99_ms"] >= p["p50_ms"] > 0
+        assert results[route]["in_process"]["p50_ms"] > 0
+    assert json.load(open(tmp_path / "load.json"))["setup"]["candidates"] == 20
