@@ -17,6 +17,7 @@ is never written.
 """
 import logging
 import os
+import threading
 
 import numpy as np
 import paddle
@@ -123,8 +124,6 @@ class Graph:
     entry). Not thread-safe: callers hold ``lock`` around ``run``."""
 
     def __init__(self, folder, entry, threads=1, gpu=False):
-        import threading
-
         self.entry, self.inputs, self.outputs = entry, entry["inputs"], entry["outputs"]
         self.predictor = create_predictor(os.path.join(folder, entry["file"]), threads, gpu)
         self.lock = threading.Lock()
