@@ -83,23 +83,14 @@ def read_retrieval(folder):
     return info, os.path.join(folder, TRAIN), space
 
 
-def training_pairs(path):
-    """-> ([rows, 2] (encoded user, encoded item) of each line of a retrieval train.txt: its first
-    and last slot, [n, 2] every (user, item) the split shows: those and the history items)."""
-    pairs, seen = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            slots = line.split()
-            try:
-                if not (slots[0].startswith("user_id:") and slots[-1].startswith("item_id:")):
-                    raise ValueError
-                user = int(slots[0][8:])
-                pairs.append((user, int(slots[-1][8:])))
-                seen.extend((user, int(s[5:])) for s in slots if s.startswith("hist:") and s != "hist:0")
-            except (ValueError, IndexError):
-                raise ArtifactError(f"{path}, line {number}: not a retrieval row (user_id:u ... item_id:i)") from None
-    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    return pairs, np.concatenate([pairs, np.array(seen, dtype=np.int64).reshape(-1, 2)])
+def training_pairs(train, max_history):
+    """-> ([rows, 2] (encoded user, encoded item) of each retrieval training row, [n, 2] every
+    (user, item) the split shows: those and the history items). ``train``: the rows
+    preprocess_retrieval.build gives (user_id, 4 user fields, hist * max_history, hist_length, item_id)."""
+    pairs = train[:, [0, -1]]
+    history = train[:, 5:5 + max_history]
+    shown = np.stack([np.repeat(train[:, 0], max_history), history.reshape(-1)], axis=1)[history.reshape(-1) > 0]
+    return pairs, np.concatenate([pairs, shown])
 
 
 def ranking_rows(pairs, rated, num_items, negatives, valid_fraction, rng):
@@ -138,16 +129,17 @@ def run(raw_dir, retrieval_dir, out_dir, negatives=4, valid_fraction=0.05, seed=
         raise ValueError(f"--valid-fraction must be between 0 and 1, got {valid_fraction}")
     with step_artifact(out_dir, "movielens ranking rows (retrieval training split + negatives)", replace,
                        command) as art:
-        info, train_path, retrieval_space = read_retrieval(retrieval_dir)
+        info, _, retrieval_space = read_retrieval(retrieval_dir)
         ratings, users, items = raw.load(raw_dir)
-        expected = preprocess_retrieval.preprocess(raw_dir, info["max_history"])[3]
+        # the raw copy's split, rebuilt: once its id space is the folder's, its rows are train.txt's
+        train, _, _, expected = preprocess_retrieval.preprocess(raw_dir, info["max_history"])
         if retrieval_space != expected:
             raise ArtifactError(f"{os.path.join(retrieval_dir, MANIFEST)}: id_space {retrieval_space} is not the one "
                                 f"of --raw {raw_dir} ({expected}): that retrieval folder was written from another raw "
                                 f"copy or with other options; write it again from this one")
         user_raw, item_raw = np.array(info["user_raw_id"], np.int64), np.array(info["item_raw_id"], np.int64)
         num_items = len(item_raw) - 1
-        pairs, seen = training_pairs(train_path)
+        pairs, seen = training_pairs(train, info["max_history"])
         # What the training split shows a user with is no negative; the held-out item may be one,
         # as any item a user has not interacted with yet (knowing it would be reading the test split).
         rated = set((seen[:, 0] * num_items + seen[:, 1] - 1).tolist())
