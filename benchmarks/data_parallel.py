@@ -11,7 +11,6 @@ from the trainer's "epoch 0 done" line; bytes = what each rank contributes per s
 gradient; sparse: its logged per-step average). Rounds alternate the settings.
 """
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -21,6 +20,8 @@ import tempfile
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from models.common.artifacts import write_json  # noqa: E402
 MODES = {"dense": ["hyper_parameters.sparse_gradients=false", "hyper_parameters.optimizer.lazy_mode=false"],
          "sparse": ["hyper_parameters.sparse_gradients=true", "hyper_parameters.optimizer.lazy_mode=true"]}
 LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1)}
@@ -79,8 +80,7 @@ def main(argv=None):
         print(f"| {key.split()[0]} | {key.split()[1]} | {speed:.0f} | {speed / base:.2f} | "
               f"{'-' if sent is None else f'{sent:.2f}'} |")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(table, f, indent=1)
+        write_json(args.out, table)
     return table
 
 

@@ -27,7 +27,9 @@ tools.utils.prepare_process()
 
 import numpy as np  # noqa: E402
 
-from models.common.serving import LoadedExport, ServiceProcess, client_features  # noqa: E402
+from models.common.artifacts import write_json  # noqa: E402
+from models.common.serving import LoadedExport, client_features  # noqa: E402
+from tools.serve import ServiceProcess  # noqa: E402
 
 
 def sample_requests(export, graph, count, seed=0):
@@ -146,8 +148,7 @@ def main(argv=None):
     finally:
         service.stop()
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        write_json(args.out, results)
     return results
 
 

@@ -51,8 +51,9 @@ def main(argv=None):
         config, dm = ctx.config, ctx.dygraph_model
         if args.vectors and not hasattr(dm, "export_vectors"):
             raise ConfigError(f"--vectors: {dm.model_name()} exports no vectors (only the pretrained two-tower model)")
-        if args.onnx and check_onnx_available():
-            raise ConfigError(f"--onnx: {check_onnx_available()}")
+        missing = args.onnx and check_onnx_available()
+        if missing:
+            raise ConfigError(f"--onnx: {missing}")
         if args.epoch is not None:
             config.set("runner.infer_start_epoch", args.epoch)
             config.set("runner.infer_end_epoch", args.epoch + 1)

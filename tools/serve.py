@@ -20,8 +20,10 @@ the service goes on. Each request runs on its own thread; each graph's predictor
 request at a time (``--threads``: the math library threads per predictor).
 """
 import argparse
+import http.client
 import json
 import os
+import subprocess
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,6 +147,45 @@ def expect_config(exports, config, dygraph_model):
         if e.manifest.get("model_config_digest") != digest:
             raise ExportError(f"{config.path}: {e.folder} was exported from another {name} config "
                               f"(digest {e.manifest.get('model_config_digest')}, this config {digest})")
+
+
+class ServiceProcess:
+    """tools/serve.py started in a subprocess on a free loopback port, and a keep-alive JSON client
+    of it (the two-stage example, the load benchmark, the tests)."""
+
+    def __init__(self, *args):
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--host", "127.0.0.1", "--port", "0",
+                                         *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("serving "):
+            self.process.wait(timeout=60)
+            raise ExportError((line + self.process.stderr.read()).strip().splitlines()[-1])
+        self.port = int(line.rsplit(":", 1)[1])
+        self.connection = self.connect()
+
+    def connect(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def call(self, method, path, body=None, connection=None):
+        """-> (HTTP status, decoded JSON answer); ``body``: an object, or bytes sent as they are."""
+        connection = connection or self.connection
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    def stop(self):
+        self.connection.close()
+        self.process.kill()
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def main(argv=None):

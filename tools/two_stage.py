@@ -27,8 +27,8 @@ from models.common.artifacts import write_json  # noqa: E402
 from models.common.data.loader import create_dataset  # noqa: E402
 from models.common.loading import load_reader  # noqa: E402
 from models.common.metrics import retrieval_metrics  # noqa: E402
-from models.common.serving import ExportError, LoadedExport, ServiceProcess  # noqa: E402
-from tools.serve import expect_config  # noqa: E402
+from models.common.serving import ExportError, LoadedExport  # noqa: E402
+from tools.serve import ServiceProcess, expect_config  # noqa: E402
 from tools.utils.runtime import USER_ERRORS, add_config_arguments, load_model  # noqa: E402
 
 

@@ -16,11 +16,11 @@ import pytest
 from conftest import REPO
 from models.common.data.loader import create_dataset
 from models.common.export import as_arrays
-from models.common.serving import ServiceProcess
 from models.common.loading import load_reader
 from models.common.retrieval import search
 from tools.export import main as export_main
 from tools.infer import infer
+from tools.serve import ServiceProcess
 from tools.trainer import train
 from tools.utils.checkpoint import load_checkpoint
 from tools.utils.runtime import parse_args, setup
