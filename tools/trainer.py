@@ -1,4 +1,5 @@
 """Train a model: python tools/trainer.py -m models/<area>/<model>/config.yaml [-o key=value ...]"""
+import contextlib
 import hashlib
 import os
 import sys
@@ -22,6 +23,7 @@ from models.common.base_model import unwrap  # noqa: E402
 from models.common.evaluation import evaluate  # noqa: E402
 from models.common.metrics import merge_metrics  # noqa: E402
 from tools.utils.parallel import SparseExchange, has_row_sparse_tables  # noqa: E402
+from models.common.sharding import row_sharding  # noqa: E402
 from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
@@ -62,18 +64,31 @@ def _train(ctx):
     done = prepare_save_path(config, ctx.log, ctx.is_main)
     if ctx.world_size > 1:
         paddle.distributed.barrier()  # the main process has prepared the folder
-    model = dm.create_model(config)
+    sharded = config.get("runner.embedding_sharding") == "row"
+    if sharded and ctx.world_size == 1:
+        ctx.log("runner.embedding_sharding=row with one process: its tables are whole")
+    with row_sharding(ctx.rank, ctx.world_size) if sharded and ctx.world_size > 1 else contextlib.nullcontext():
+        model = dm.create_model(config)
     optimizer = dm.create_optimizer(model, config)
     exchange = None
     if ctx.world_size > 1:  # row-sparse tables: only the touched rows travel; else paddle's all-reduce
         if has_row_sparse_tables(model):
             exchange = SparseExchange(model, ctx.world_size)
-            ctx.log(f"data parallel: row-sparse gradient exchange over {ctx.world_size} ranks")
+            if exchange.tables:
+                rows = sum(t.weight.shape[0] for t in exchange.tables)
+                ctx.log(f"data parallel: tables row-sharded over {ctx.world_size} ranks ({rows} rows on this rank), "
+                        f"row-sparse gradient exchange")
+            else:
+                ctx.log(f"data parallel: row-sparse gradient exchange over {ctx.world_size} ranks")
+        elif sharded:
+            raise ConfigError("runner.embedding_sharding=row: this model has no table of the shared embedding "
+                              "stage (models.common.embedding) to shard")
         else:
             model = paddle.DataParallel(model)
             size = sum(p.numel().item() * p.element_size() for p in model.parameters() if not p.stop_gradient)
             ctx.log(f"data parallel: all-reduce of every gradient, {size / 2 ** 20:.3f} MB sent per step and rank")
 
+    shards_saved = exchange is not None and bool(exchange.tables)
     history, start_epoch = [], 0
     if done:
         load_checkpoint(save_path, done[-1], model, optimizer, config_key="runner.model_save_path")
@@ -140,13 +155,14 @@ def _train(ctx):
         if exchange is not None and exchange.steps:
             ctx.log(f"gradient exchange: {exchange.bytes_sent / exchange.steps / 2 ** 20:.3f} MB sent per step and rank")
         history.append(summary)
-        if ctx.is_main:
-            if epoch == start_epoch and not done:
-                write_run(save_path, config, *trained_on)  # the manifest first: no checkpoint without one
+        if ctx.is_main and epoch == start_epoch and not done:
+            write_run(save_path, config, *trained_on)  # the manifest first: no checkpoint without one
+        if ctx.is_main or shards_saved:  # row shards: every rank saves its rows
             path = save_checkpoint(save_path, epoch, model, optimizer)
             if valid is not None and best_of(history)["epoch"] == epoch:
                 save_checkpoint(save_path, BEST, model, optimizer)
                 ctx.log(f"epoch {epoch} has the lowest {MONITOR} so far: copied to {os.path.join(save_path, BEST)}")
+        if ctx.is_main:
             write_json(os.path.join(save_path, "metrics.json"), run_metrics(config, history, valid, patience))
             ctx.log(f"saved checkpoint {path}")
         if ctx.world_size > 1:
@@ -159,7 +175,8 @@ def _train(ctx):
         load_checkpoint(save_path, BEST, model, config_key="runner.model_save_path")
         ctx.log(f"restored the best epoch {best['epoch']} ({MONITOR} {best[MONITOR]:.6f}) from "
                 f"{os.path.join(save_path, BEST)}")
-    ctx.log(f"final parameter digest: {parameter_digest(model)} "
+    whose = " (this rank's rows of the sharded tables)" if shards_saved else ""
+    ctx.log(f"final parameter digest{whose}: {parameter_digest(model)} "
             f"({', '.join(f'{k}={v}' for k, v in math_environment().items())})")
     return history
 

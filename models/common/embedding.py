@@ -9,6 +9,7 @@ import paddle.nn as nn
 
 from models.common.features import DenseFeature, SequenceFeature, SparseFeature
 from models.common.layers import expanded, split_views
+from models.common.sharding import ShardedTable, active_sharding
 
 
 def _normal(std, truncated=False):
@@ -93,17 +94,28 @@ class FeatureEmbedding(nn.Layer):
         # The initializer runs when the table is created (so the random stream - and every later
         # parameter - is the same as with a plain nn.Embedding); Xavier then rescales per table.
         kind, std = ("normal", None) if init == "xavier_uniform" else init
-        self.table = nn.Embedding(total, self.dim, sparse=sparse,
-                                  weight_attr=_normal(std if std is not None else 1.0 / math.sqrt(self.dim),
-                                                      truncated=kind == "truncated_normal"))
-        if init == "xavier_uniform":
-            weight = self.table.weight
-            limits = np.repeat([math.sqrt(6.0 / (s + self.dim)) for s in sizes], sizes).astype("float32")
-            weight.set_value(paddle.uniform(weight.shape, dtype=weight.dtype, min=-1.0, max=1.0)
-                             * paddle.to_tensor(limits).astype(weight.dtype).unsqueeze(1))
+        attr = _normal(std if std is not None else 1.0 / math.sqrt(self.dim), truncated=kind == "truncated_normal")
+        limits = np.repeat([math.sqrt(6.0 / (s + self.dim)) for s in sizes], sizes).astype("float32")
+        sharding = active_sharding()
+        if sharding is None:
+            self.table = nn.Embedding(total, self.dim, sparse=sparse, weight_attr=attr)
+            if init == "xavier_uniform":
+                weight = self.table.weight
+                weight.set_value(paddle.uniform(weight.shape, dtype=weight.dtype, min=-1.0, max=1.0)
+                                 * paddle.to_tensor(limits).astype(weight.dtype).unsqueeze(1))
+        else:  # this rank's rows only, drawn as the whole table is above
+            draws = [lambda start, rows: paddle.create_parameter([rows, self.dim], "float32", attr=attr)]
+            if init == "xavier_uniform":
+                draws.append(lambda start, rows: paddle.uniform([rows, self.dim], min=-1.0, max=1.0)
+                             * paddle.to_tensor(limits[start:start + rows]).unsqueeze(1))
+            self.table = ShardedTable(total, self.dim, *sharding, draws, sparse=sparse)
 
     @property
     def weight(self):
+        """The whole fused table (refused when it is row-sharded: a rank holds 1/N of it)."""
+        if isinstance(self.table, ShardedTable):
+            raise ValueError("this model reads its whole embedding table, which runner.embedding_sharding=row "
+                             "splits over the ranks: train it with runner.embedding_sharding=none")
         return self.table.weight
 
     def load_rows(self, name, ids, vectors, freeze=False):
@@ -119,9 +131,14 @@ class FeatureEmbedding(nn.Layer):
             raise ValueError(f"pretrained ids for {name} must lie in [0, {vocab}), got {ids.min()}..{ids.max()}")
         rows = self.table_offset[name] + ids
         value = self.table.weight.numpy()
+        if isinstance(self.table, ShardedTable):  # the rows this rank holds
+            mine = rows % self.table.world_size == self.table.rank
+            rows, vectors = rows[mine] // self.table.world_size, vectors[mine]
         value[rows] = vectors
         self.table.weight.set_value(value)
         if freeze:
+            if isinstance(self.table, ShardedTable):
+                raise ValueError(f"freezing pretrained rows of {name} needs whole tables: runner.embedding_sharding=none")
             if self.table._sparse:
                 raise ValueError(f"freezing pretrained rows of {name} needs dense embedding gradients")
             keep = np.ones((self.num_rows, 1), dtype=np.float32)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import paddle
 import pandas as pd
+import pytest
 
 from tests.conftest import REPO
 
@@ -54,29 +55,35 @@ def test_two_cpu_ranks_stay_in_sync_and_share_the_data(tmp_path):
     assert json.load(open(tmp_path / "ckpt" / "metrics.json"))["train"][0]["samples"] == 101
 
 
-def test_row_sparse_exchange_equals_one_process_on_the_union_of_the_batches(tmp_path):
-    """DeepFM with row-sparse tables and lazy Adam on 2 ranks: only touched rows are exchanged,
-    and the result is single-process training on each step's two rank batches together."""
+def launch(tmp_path, config, overrides, logs="logs", processes=2):
+    """tools/trainer.py on ``processes`` launched CPU ranks -> {rank: its log}; asserts success."""
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(processes), "--log_dir",
+               str(tmp_path / logs), os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o",
+               "runner.use_fleet=true", *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    text = {r: open(tmp_path / logs / f"workerlog.{r}").read() for r in range(processes)}
+    assert result.returncode == 0, result.stdout[-3000:] + "".join(t[-3000:] for t in text.values())
+    return text
+
+
+def deepfm_overrides(tmp_path, epochs=2):
+    from tests.conftest import write_criteo_like
+
+    if not (tmp_path / "data").exists():
+        write_criteo_like(tmp_path / "data", 512, seed=3)
+    return [f"runner.train_data_dir={tmp_path / 'data'}", f"runner.epochs={epochs}", "runner.train_batch_size=64",
+            "runner.shuffle=false", "hyper_parameters.sparse_feature_number=1000", "hyper_parameters.fc_sizes=[32,16]",
+            "hyper_parameters.sparse_gradients=true", "hyper_parameters.optimizer.lazy_mode=true",
+            f"runner.data_cache_dir={tmp_path / 'cache'}"]
+
+
+def assert_equals_one_process_on_the_union(tmp_path, overrides, checkpoint, epochs=2):
+    """One process trained on each step's two rank batches together ends where ``checkpoint`` (2 ranks) did."""
     from models.common.data.loader import create_dataset, plan_batches, to_tensors
     from models.common.loading import load_reader
-    from tests.conftest import DEEPFM_CONFIG, write_criteo_like
+    from tests.conftest import DEEPFM_CONFIG
     from tools.utils.checkpoint import load_checkpoint
     from tools.utils.runtime import parse_args, setup, train_step
-
-    write_criteo_like(tmp_path / "data", 512, seed=3)
-    overrides = [f"runner.train_data_dir={tmp_path / 'data'}", "runner.epochs=2", "runner.train_batch_size=64",
-                 "runner.shuffle=false", "hyper_parameters.sparse_feature_number=1000", "hyper_parameters.fc_sizes=[32,16]",
-                 "hyper_parameters.sparse_gradients=true", "hyper_parameters.optimizer.lazy_mode=true",
-                 f"runner.data_cache_dir={tmp_path / 'cache'}"]
-    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-               str(tmp_path / "logs"), os.path.join(REPO, "tools", "trainer.py"), "-m", DEEPFM_CONFIG, "-o",
-               "runner.use_fleet=true", f"runner.model_save_path={tmp_path / 'ckpt'}", *overrides]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    logs = {r: open(tmp_path / "logs" / f"workerlog.{r}").read() for r in (0, 1)}
-    assert result.returncode == 0, result.stdout[-3000:] + logs[0][-3000:] + logs[1][-3000:]
-    assert "row-sparse gradient exchange over 2 ranks" in logs[0]
-    digests = {r: re.search(r"final parameter digest: (\w+)", logs[r]).group(1) for r in (0, 1)}
-    assert digests[0] == digests[1]  # the replicas are bit-equal
 
     ctx = setup(parse_args("test", ["-m", DEEPFM_CONFIG, "-o", f"runner.model_save_path={tmp_path / 'one'}",
                                     *overrides]), distributed=False)
@@ -85,15 +92,68 @@ def test_row_sparse_exchange_equals_one_process_on_the_union_of_the_batches(tmp_
     optimizer = dm.create_optimizer(model, config)
     metrics, _ = dm.create_metrics("train")
     rows = create_dataset(load_reader(config, "train"), config, "train")
-    for epoch in range(2):
+    for epoch in range(epochs):
         plans = [plan_batches(len(rows), 64, epoch, 0, False, rank, 2) for rank in (0, 1)]
         for a, b in zip(*plans):
             assert len(a) == len(b) == 64
             train_step(dm, model, optimizer, metrics, to_tensors(rows.take(np.concatenate([a, b]))), config)
     distributed = dm.create_model(config)
-    load_checkpoint(str(tmp_path / "ckpt"), 1, distributed)
+    load_checkpoint(str(checkpoint), epochs - 1, distributed)  # row shards: re-assembled into whole tables
     for (name, p), q in zip(model.named_parameters(), distributed.parameters()):
         np.testing.assert_allclose(q.numpy(), p.numpy(), atol=2e-6, rtol=1e-4, err_msg=name)
+
+
+def test_row_sparse_exchange_equals_one_process_on_the_union_of_the_batches(tmp_path):
+    """DeepFM with row-sparse tables and lazy Adam on 2 ranks: only touched rows are exchanged,
+    and the result is single-process training on each step's two rank batches together."""
+    from tests.conftest import DEEPFM_CONFIG
+
+    overrides = deepfm_overrides(tmp_path)
+    logs = launch(tmp_path, DEEPFM_CONFIG, [f"runner.model_save_path={tmp_path / 'ckpt'}", *overrides])
+    assert "row-sparse gradient exchange over 2 ranks" in logs[0]
+    digests = {r: re.search(r"final parameter digest: (\w+)", logs[r]).group(1) for r in (0, 1)}
+    assert digests[0] == digests[1]  # the replicas are bit-equal
+    assert_equals_one_process_on_the_union(tmp_path, overrides, tmp_path / "ckpt")
+
+
+def test_row_sharded_tables_train_as_one_process_and_resume_exactly(tmp_path):
+    """runner.embedding_sharding=row: each rank holds half of DeepFM's table and its Adam moments;
+    two epochs equal one process on the union of the batches; one epoch then a resumed one equal
+    the two in one go, bit for bit; another world size is refused."""
+    from tests.conftest import DEEPFM_CONFIG
+    from tools.utils.runtime import parse_args, setup
+    from tools.trainer import train
+    from tools.utils.checkpoint import CheckpointError
+
+    overrides = deepfm_overrides(tmp_path) + ["runner.embedding_sharding=row"]
+    logs = launch(tmp_path, DEEPFM_CONFIG, [f"runner.model_save_path={tmp_path / 'ckpt'}", *overrides])
+    assert "tables row-sharded over 2 ranks" in logs[0]
+    epoch = tmp_path / "ckpt" / "1"
+    assert json.load(open(epoch / "sharding.json"))["world_size"] == 2
+    (table, (total, _)), = json.load(open(epoch / "sharding.json"))["tables"].items()  # DeepFM's one fused table
+    rows = {r: paddle.load(str(epoch / f"rows-{r}.pdparams")) for r in (0, 1)}
+    assert [rows[r][table].shape[0] for r in (0, 1)] == [(total + 1) // 2, total // 2]  # half each
+    assert table not in paddle.load(str(epoch / "rec.pdparams"))  # no rank writes the whole table
+    moments = paddle.load(str(epoch / "rows-1.pdopt"))
+    assert moments and all(v.shape[0] in (1, total // 2) for v in moments.values())
+    assert_equals_one_process_on_the_union(tmp_path, overrides[:-1], tmp_path / "ckpt")
+
+    # exact resume: epoch 0, then epoch 1 resumed, ends bit-equal to the uninterrupted run
+    first = [f"runner.model_save_path={tmp_path / 'parts'}", *overrides]
+    launch(tmp_path, DEEPFM_CONFIG, first + ["runner.epochs=1"], logs="logs_a")
+    resumed = launch(tmp_path, DEEPFM_CONFIG, first + ["runner.resume=true"], logs="logs_b")
+    assert "continuing at epoch 1" in resumed[0]
+    for name in ("rec.pdparams", "rows-0.pdparams", "rows-1.pdparams", "rows-0.pdopt", "rows-1.pdopt"):
+        a, b = paddle.load(str(epoch / name)), paddle.load(str(tmp_path / "parts" / "1" / name))
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=f"{name} {key}")
+
+    # another world size (here one process) cannot continue the sharded optimizer state
+    ctx = setup(parse_args("test", ["-m", DEEPFM_CONFIG, "-o", f"runner.model_save_path={tmp_path / 'parts'}",
+                                    *overrides[:-1], "runner.resume=true", "runner.epochs=3"]), distributed=False)
+    with pytest.raises(CheckpointError, match="row-sharded over 2 ranks: resume it with 2 processes"):
+        train(ctx)
 
 
 def test_data_parallel_benchmark_reports_every_setting(tmp_path):
@@ -113,3 +173,66 @@ def test_data_parallel_benchmark_reports_every_setting(tmp_path):
         assert (row["mb_per_step"] is not None) == key.endswith("2x1")
     # the dense all-reduce sends every gradient, the exchange only what a step touched (+ the dense layers)
     assert table["sparse 2x1"]["mb_per_step"] < table["dense 2x1"]["mb_per_step"] / 10  # 1000 ids of a 100k table
+
+
+@pytest.mark.parametrize("init", [("normal", 0.1), ("truncated_normal", 0.05), "xavier_uniform"])
+def test_a_row_shard_starts_as_its_rows_of_the_whole_table(monkeypatch, init):
+    """Each rank draws the whole table block by block and keeps its rows: the same values as one
+    process's table, and the random stream after it (the next parameters) is the same too."""
+    import models.common.sharding as sharding
+    from models.common.embedding import FeatureEmbedding
+    from models.common.features import SparseFeature
+
+    monkeypatch.setattr(sharding, "INIT_BLOCK_ROWS", 7)  # blocks that do not divide the ranks' stride
+    features = [SparseFeature("a", 23, 4), SparseFeature("b", 18, 4)]
+
+    def build(rank=None):
+        paddle.seed(11)
+        if rank is None:
+            table = FeatureEmbedding(features, init=init).table.weight.numpy()
+        else:
+            with sharding.row_sharding(rank, 3):
+                table = FeatureEmbedding(features, init=init).table.weight.numpy()
+        return table, paddle.rand([5]).numpy()
+
+    whole, after = build()
+    for rank in range(3):
+        shard, shard_after = build(rank)
+        np.testing.assert_array_equal(shard, whole[rank::3])
+        np.testing.assert_array_equal(shard_after, after)
+
+
+def test_a_sharded_table_refuses_whole_table_readers_and_loads_pretrained_rows_it_owns():
+    from models.common.embedding import FeatureEmbedding
+    from models.common.features import SparseFeature
+    from models.common.sharding import row_sharding
+
+    with row_sharding(1, 2):
+        embedding = FeatureEmbedding([SparseFeature("item", 10, 3)])
+    with pytest.raises(ValueError, match="reads its whole embedding table.*embedding_sharding=none"):
+        embedding.weight
+    before = embedding.table.weight.numpy()
+    embedding.load_rows("item", [2, 3, 7], np.arange(9, dtype="float32").reshape(3, 3))
+    after = embedding.table.weight.numpy()
+    np.testing.assert_array_equal(after[[1, 3]], [[3, 4, 5], [6, 7, 8]])  # rows 3 and 7: local 1 and 3
+    np.testing.assert_array_equal(np.delete(after, [1, 3], axis=0), np.delete(before, [1, 3], axis=0))
+    with pytest.raises(ValueError, match="needs whole tables"):
+        embedding.load_rows("item", [3], np.zeros((1, 3), "float32"), freeze=True)
+
+
+def test_row_sharding_is_refused_without_data_parallel_or_without_a_shared_table(tmp_path):
+    from tests.conftest import DEEPFM_CONFIG
+    from tools.utils.config import ConfigError
+    from tools.utils.runtime import parse_args, setup
+
+    with pytest.raises(ConfigError, match="embedding_sharding=row .* needs runner.use_fleet=true"):
+        setup(parse_args("test", ["-m", DEEPFM_CONFIG, "-o", "runner.embedding_sharding=row"]), distributed=False)
+    write_tiny_data(tmp_path / "data", 40)  # a linear model: no embedding table to shard
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(tmp_path / "logs"), os.path.join(REPO, "tools", "trainer.py"), "-m", TINY, "-o",
+               "runner.use_fleet=true", "runner.embedding_sharding=row", f"runner.train_data_dir={tmp_path / 'data'}",
+               f"runner.model_save_path={tmp_path / 'ckpt'}", "runner.epochs=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert "this model has no table of the shared embedding stage" in open(tmp_path / "logs" / "workerlog.0").read()
+    assert not os.path.isdir(tmp_path / "ckpt" / "0")

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
 import paddle
 
 from models.common.artifacts import file_fingerprint, fingerprint, write_json
@@ -20,6 +21,7 @@ from tools.utils.config import ConfigError, _flatten
 
 CHECKPOINT_FILES = ("rec.pdparams", "rec.pdopt")
 RUN_FILE = "run.json"
+SHARDING_FILE = "sharding.json"  # in an epoch folder whose tables were saved row-sharded
 # Top-level config sections that do not define the trained model (the manifest leaves them out).
 NOT_MODEL_SECTIONS = ("runner", "benchmark")
 # What a run writes into model_save_path besides the epoch folders (removed by runner.overwrite).
@@ -48,19 +50,68 @@ def _state_dict(model):
     return unwrap(model).state_dict()
 
 
+def row_shards(state):
+    """{name: parameter} of a state dict's row shards (models.common.sharding), or {}."""
+    return {name: value for name, value in state.items() if getattr(value, "row_shard", None)}
+
+
 def save_checkpoint(folder, epoch, model, optimizer):
-    """Write ``folder/<epoch>/`` atomically: a crash leaves the old state or the whole new one."""
+    """Write ``folder/<epoch>/`` atomically: a crash leaves the old state or the whole new one.
+    A model with row-sharded tables is saved by every rank together (``_save_sharded``)."""
+    state = _state_dict(model)
+    shards = row_shards(state)
+    if shards:
+        return _save_sharded(folder, epoch, state, optimizer, shards)
     final = os.path.join(folder, str(epoch))
     staging = tempfile.mkdtemp(dir=folder, prefix=f".tmp-{epoch}-")
     try:
-        paddle.save(_state_dict(model), os.path.join(staging, "rec.pdparams"))
+        paddle.save(state, os.path.join(staging, "rec.pdparams"))
         paddle.save(optimizer.state_dict(), os.path.join(staging, "rec.pdopt"))
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        _replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return final
+
+
+def _replace(staging, final):
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(staging, final)
+
+
+def _shard_keys(optimizer_state, shards):
+    """The optimizer state entries of the row shards (named after the parameter: moments, beta powers)."""
+    prefixes = tuple(p.name + "_" for p in shards.values())
+    return {key for key in optimizer_state if key.startswith(prefixes)}
+
+
+def _save_sharded(folder, epoch, state, optimizer, shards):
+    """Every rank writes its rows and their optimizer state (``rows-<rank>.pdparams/.pdopt``); rank 0
+    also what all ranks hold alike (``rec.pdparams/.pdopt``) and ``sharding.json``. All go into one
+    staging folder that rank 0 renames into place once every rank has written."""
+    import paddle.distributed as dist
+
+    rank, world_size, _ = next(iter(shards.values())).row_shard
+    final, staging = os.path.join(folder, str(epoch)), os.path.join(folder, f".tmp-{epoch}-sharded")
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    dist.barrier()
+    optimizer_state = optimizer.state_dict()
+    keys = _shard_keys(optimizer_state, shards)
+    paddle.save(dict(shards), os.path.join(staging, f"rows-{rank}.pdparams"))
+    paddle.save({k: optimizer_state[k] for k in keys}, os.path.join(staging, f"rows-{rank}.pdopt"))
+    if rank == 0:
+        paddle.save({n: v for n, v in state.items() if n not in shards}, os.path.join(staging, "rec.pdparams"))
+        paddle.save({k: v for k, v in optimizer_state.items() if k not in keys}, os.path.join(staging, "rec.pdopt"))
+        write_json(os.path.join(staging, SHARDING_FILE), {
+            "world_size": world_size, "rule": "row i of a table is row i // world_size of rows-<i % world_size>",
+            "tables": {n: [p.row_shard[2], p.shape[1]] for n, p in shards.items()}})
+    dist.barrier()
+    if rank == 0:
+        _replace(staging, final)
+    dist.barrier()
     return final
 
 
@@ -119,6 +170,7 @@ def load_checkpoint(folder, epoch, model, optimizer=None, config_key="runner.inf
         raise FileNotFoundError(f"{config_key}: no checkpoint for epoch {epoch}: {params_file} does not exist")
     layer = unwrap(model)
     state = _read(params_file, config_key)
+    sharded = _read_sharding(path, layer, state, optimizer is not None, config_key)
     problems = state_mismatches(layer.state_dict(), state)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -129,10 +181,48 @@ def load_checkpoint(folder, epoch, model, optimizer=None, config_key="runner.inf
     if optimizer is not None:
         opt_file = os.path.join(path, "rec.pdopt")
         try:
-            optimizer.set_state_dict(_read(opt_file, config_key))
+            optimizer_state = _read(opt_file, config_key)
+            if sharded:
+                optimizer_state.update(_read(os.path.join(path, f"rows-{sharded[0]}.pdopt"), config_key))
+            optimizer.set_state_dict(optimizer_state)
         except (AssertionError, KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"{config_key}: optimizer state {opt_file} does not fit this config's "
                                   f"optimizer ({type(error).__name__}: {error})") from None
+
+
+def _read_sharding(path, layer, state, with_optimizer, config_key):
+    """Complete ``state`` (rec.pdparams of ``path``) with the rows of row-sharded tables: this
+    rank's shard for a model sharded alike, the whole tables (re-assembled from every rank's
+    rows) for an unsharded model, e.g. tools/infer.py's; -> (rank, world size) of the shard
+    loaded, or None. Anything else - another world size, optimizer state into whole tables,
+    whole tables into a sharded model - is refused in one line."""
+    sharding_file = os.path.join(path, SHARDING_FILE)
+    shards = row_shards(layer.state_dict())
+    here = next(iter(shards.values())).row_shard[:2] if shards else None
+    if not os.path.isfile(sharding_file):
+        if here:
+            raise CheckpointError(f"{config_key}: {path} holds whole tables; this run row-shards them "
+                                  f"(runner.embedding_sharding=row): resume it with runner.embedding_sharding=none")
+        return None
+    with open(sharding_file, encoding="utf-8") as f:
+        saved = json.load(f)
+    world_size = saved["world_size"]
+    if here:
+        if here[1] != world_size:
+            raise CheckpointError(f"{config_key}: {path} holds tables row-sharded over {world_size} ranks, this run has "
+                                  f"{here[1]}: resume with {world_size} processes (tools/infer.py and tools/export.py "
+                                  f"read it whole)")
+        state.update(_read(os.path.join(path, f"rows-{here[0]}.pdparams"), config_key))
+        return here
+    if with_optimizer:
+        raise CheckpointError(f"{config_key}: {path} holds tables row-sharded over {world_size} ranks: resume it "
+                              f"with {world_size} processes and runner.embedding_sharding=row")
+    for name, (rows, dim) in saved["tables"].items():  # whole tables: row i from rows-<i % N>[i // N]
+        state[name] = np.empty((rows, dim), dtype=np.float32)
+    for rank in range(world_size):
+        for name, value in _read(os.path.join(path, f"rows-{rank}.pdparams"), config_key).items():
+            state[name][rank::world_size] = np.asarray(value)
+    return None
 
 
 def best_epoch(folder):

@@ -54,6 +54,8 @@ RUNNER_SPEC = _runner(
                                  "<infer_load_path>/<evaluation>)"),
     use_gpu=Param(bool, default=False, help="run on the GPU FLAGS_selected_gpus names (first one)"),
     use_fleet=Param(bool, default=False, help="data parallel over the processes paddle.distributed.launch started"),
+    embedding_sharding=Param(str, choices=("none", "row"), default="none",
+                             help="use_fleet: row - each rank holds 1/N of the embedding tables' rows (none: all)"),
     seed=Param(int, min=0, default=2021, help="seeds paddle, numpy and the batch plan"),
     print_interval=Param(int, min=1, default=10, help="log every this many batches"),
     num_workers=Param(int, min=0, default=0, help="DataLoader worker processes (0: read in the training process)"),
@@ -276,6 +278,9 @@ def check_runner(config):
     if get("runner.early_stop_patience") and not get("runner.valid_data_dir") and get("runner.valid_fraction") is None:
         raise ConfigError(f"{config.path}: runner.early_stop_patience needs validation data: set "
                           f"runner.valid_data_dir or runner.valid_fraction")
+    if get("runner.embedding_sharding") == "row" and not get("runner.use_fleet"):
+        raise ConfigError(f"{config.path}: runner.embedding_sharding=row shards tables over data-parallel ranks: "
+                          f"it needs runner.use_fleet=true (and several launched processes)")
     start, end = get("runner.infer_start_epoch"), get("runner.infer_end_epoch")
     if start is not None and end is not None and end <= start:
         raise ConfigError(f"{config.path}: runner.infer_end_epoch ({end}) is exclusive and must be greater than "

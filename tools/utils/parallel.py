@@ -1,24 +1,28 @@
-"""Data parallel for models with row-sparse embedding gradients (``sparse_gradients: true``).
+"""Data parallel for models with row-sparse embedding gradients (``sparse_gradients: true``) or
+row-sharded tables (``runner.embedding_sharding: row``, models.common.sharding).
 
 paddle.DataParallel all-reduces dense gradients: a whole embedding table per step (DeepFM's
 840k x 17 floats: 57 MB). ``SparseExchange`` instead sends, after each backward, only what the
 ranks touched: every row-sparse gradient is merged locally (one row per distinct id), then the
-ranks all-gather their ids and rows - gloo has all-gather but no variable-size all-to-all, so each
-rank's part is padded to the largest and cut back after - and each rank rebuilds the same
-row-sparse gradient of all ranks' rows. Dense gradients are all-reduced. Both are averaged over
-the ranks (each rank's loss is the mean of its own rows), so every replica then runs the same
-optimizer step - for the tables, the lazy update of the gathered rows - and the replicas stay
-equal, as single-process training on the union of the ranks' batches (up to summation order).
+ranks all-gather their ids and rows - gloo has all-gather but no all-to-all, so each rank's part
+is padded to the largest and cut back after - and each rank rebuilds the same row-sparse gradient
+of all ranks' rows. A row-sharded table sends its gradient rows to their owners instead (its
+``exchange_gradients``). Dense gradients are all-reduced. All are averaged over the ranks (each
+rank's loss is the mean of its own rows), so every replica then runs the same optimizer step -
+for the tables, the lazy update of the gathered rows - and the replicas stay equal, as
+single-process training on the union of the ranks' batches (up to summation order).
 """
 import numpy as np
 import paddle
 import paddle.distributed as dist
-import paddle.nn.functional as F
+
+from models.common.sharding import all_gather_counts, all_gather_parts, set_row_gradient, sharded_tables, sum_rows
 
 
 def has_row_sparse_tables(model):
-    """Does any embedding of ``model`` produce row-sparse gradients?"""
-    return any(getattr(layer, "_sparse", False) for layer in model.sublayers(include_self=True))
+    """Does any embedding of ``model`` produce row-sparse gradients, or hold a row shard?"""
+    return any(getattr(layer, "_sparse", False) for layer in model.sublayers(include_self=True)) \
+        or bool(sharded_tables(model))
 
 
 class SparseExchange:
@@ -26,15 +30,28 @@ class SparseExchange:
 
     def __init__(self, model, world_size):
         self.model, self.world_size = model, world_size
-        self.bytes_sent = 0  # per rank, summed over the steps: what the benchmark reports
+        self.tables = sharded_tables(model)  # row-sharded: each rank's own rows, exchanged by the table
+        self._bytes_sent = 0
         self.steps = 0
-        for p in model.parameters():  # one starting point on every rank
+        for p in self.replicated():  # one starting point on every rank
             dist.broadcast(p, src=0)
+
+    def replicated(self):
+        """The parameters every rank holds whole (all but the row shards)."""
+        shards = {id(t.weight) for t in self.tables}
+        return [p for p in self.model.parameters() if id(p) not in shards]
+
+    @property
+    def bytes_sent(self):
+        """Per rank, summed over the steps (lookups of sharded tables included): what the benchmark reports."""
+        return self._bytes_sent + sum(t.bytes_sent for t in self.tables)
 
     def __call__(self):
         scale = 1.0 / self.world_size
+        for table in self.tables:
+            table.exchange_gradients(scale)
         dense = []
-        for p in self.model.parameters():
+        for p in self.replicated():
             grad = p._grad_ivar()
             if grad is None:
                 continue
@@ -45,29 +62,18 @@ class SparseExchange:
         if dense:  # one all-reduce of all of them: gloo's latency per call is ~1.5 ms
             flat = paddle.concat([g.reshape([-1]) for g in dense])
             dist.all_reduce(flat)
-            self.bytes_sent += flat.numel().item() * flat.element_size()
+            self._bytes_sent += flat.numel().item() * flat.element_size()
             with paddle.no_grad():  # gradients, not graph nodes
                 for g, part in zip(dense, paddle.split(flat * scale, [g.numel().item() for g in dense])):
                     g.copy_(part.reshape(g.shape), False)
         self.steps += 1
 
     def _exchange_rows(self, p, grad, scale):
-        values = grad._get_tensor_from_selected_rows()
-        # merged: one row per id sent (numpy's unique: paddle's with return_inverse took 1.3 s for 26k ids)
-        ids, where = np.unique(np.asarray(grad.rows(), dtype=np.int64), return_inverse=True)
-        summed = paddle.zeros([len(ids), values.shape[1]], values.dtype).index_add(paddle.to_tensor(where), 0, values)
-        counts = []
-        dist.all_gather(counts, paddle.to_tensor([len(ids)], dtype="int64"))
-        counts = [int(c.item()) for c in counts]
-        # one message: each id's 8 bytes as two float32 columns before its row; padded to the largest part
+        ids, summed = sum_rows(grad.rows(), grad._get_tensor_from_selected_rows())  # one row per id sent
+        counts = all_gather_counts(len(ids))
+        # one message: each id's 8 bytes as two float32 columns before its row
         packed = paddle.concat([paddle.to_tensor(ids.view(np.float32).reshape(-1, 2)), summed], axis=1)
-        if max(counts) > len(ids):
-            packed = paddle.concat([packed, paddle.zeros([max(counts) - len(ids), packed.shape[1]], packed.dtype)])
-        parts = []
-        dist.all_gather(parts, packed)
-        self.bytes_sent += packed.numel().item() * packed.element_size()
-        gathered = paddle.concat([t[:n] for t, n in zip(parts, counts)])
-        all_ids = paddle.to_tensor(np.ascontiguousarray(gathered[:, :2].numpy()).view(np.int64).reshape(-1))
-        # the gathered rows as p's gradient: the backward of a sparse lookup of them, weighted by them
-        p.clear_gradient(False)
-        (F.embedding(all_ids, p, sparse=True) * (gathered[:, 2:] * scale)).sum().backward()
+        gathered = paddle.concat(all_gather_parts(packed, counts))
+        self._bytes_sent += max(counts) * packed.shape[1] * packed.element_size()
+        all_ids = np.ascontiguousarray(gathered[:, :2].numpy()).view(np.int64).reshape(-1)
+        set_row_gradient(p, all_ids, gathered[:, 2:] * scale)
