@@ -10,6 +10,10 @@ metrics, backward, optimizer step + clear_grad: tools.utils.runtime.train_step),
 inference forward alone under no_grad (the model's forward on a batch, no metric). ``--ops``
 adds paddle's profiler table of the CPU ops of a few training steps and, separately, of a few
 inference forwards (op, calls, total ms, share), the slowest first.
+
+Under ``python -m paddle.distributed.launch --nproc_per_node N`` with ``-o runner.use_fleet=true``
+(and ``runner.embedding_sharding=row``) each rank times its own share of the batches, the
+gradient exchange as its own phase (tools/utils/parallel.py); each rank prints its line.
 """
 import argparse
 import json
@@ -27,6 +31,7 @@ import paddle  # noqa: E402
 
 from models.common.data.loader import create_dataset, create_loader  # noqa: E402
 from models.common.loading import load_reader  # noqa: E402
+from tools.utils.parallel import create_model, distribute  # noqa: E402
 from tools.utils.runtime import setup, train_step  # noqa: E402
 
 
@@ -77,17 +82,19 @@ def main(argv=None):
     overrides = list(args.opt) + [f"runner.train_batch_size={args.batch_size}"]
     if args.data:
         overrides.append(f"runner.train_data_dir={args.data}")
-    ctx = setup(argparse.Namespace(config=args.config, opt=overrides), distributed=False)
+    ctx = setup(argparse.Namespace(config=args.config, opt=overrides), distributed=True)
     config, dm = ctx.config, ctx.dygraph_model
-    model = dm.create_model(config)
+    model = create_model(ctx)
     optimizer = dm.create_optimizer(model, config)
+    model, exchange = distribute(ctx, model)
     metrics, _ = dm.create_metrics("train")
-    batches = iter(create_loader(create_dataset(load_reader(config, "train"), config, "train"), config, "train", 0))
+    dataset = create_dataset(load_reader(config, "train"), config, "train")
+    batches = iter(create_loader(dataset, config, "train", 0, ctx.rank, ctx.world_size))
     batches = [next(batches) for _ in range(args.warmup + args.steps)]
 
     def train(batch, phases):
         loss, _ = train_step(dm, model, optimizer, metrics, batch, config,
-                             phase=lambda name, work: _timed(phases, name, work))
+                             phase=lambda name, work: _timed(phases, name, work), exchange=exchange)
         float(loss)
 
     def infer(batch, phases):
@@ -103,7 +110,8 @@ def main(argv=None):
             infer(batch, phases if i >= args.warmup else {})
     median = {name: round(statistics.median(times), 2) for name, times in phases.items()}
     median["train step"] = round(sum(v for k, v in median.items() if k != "infer forward"), 2)
-    result = {"config": args.config, "overrides": args.opt, "threads": args.threads,
+    result = {"config": args.config, "overrides": args.opt, "threads": args.threads, "rank": ctx.rank,
+              "world_size": ctx.world_size,
               "batch_size": args.batch_size, "median_ms": median}
     if args.ops:
         cycle = iter(batches * 1000)

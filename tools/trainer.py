@@ -1,5 +1,4 @@
 """Train a model: python tools/trainer.py -m models/<area>/<model>/config.yaml [-o key=value ...]"""
-import contextlib
 import hashlib
 import os
 import sys
@@ -22,8 +21,7 @@ from models.common.artifacts import FolderLock  # noqa: E402
 from models.common.base_model import unwrap  # noqa: E402
 from models.common.evaluation import evaluate  # noqa: E402
 from models.common.metrics import merge_metrics  # noqa: E402
-from tools.utils.parallel import SparseExchange, has_row_sparse_tables  # noqa: E402
-from models.common.sharding import row_sharding  # noqa: E402
+from tools.utils.parallel import create_model, distribute  # noqa: E402
 from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
@@ -64,30 +62,9 @@ def _train(ctx):
     done = prepare_save_path(config, ctx.log, ctx.is_main)
     if ctx.world_size > 1:
         paddle.distributed.barrier()  # the main process has prepared the folder
-    sharded = config.get("runner.embedding_sharding") == "row"
-    if sharded and ctx.world_size == 1:
-        ctx.log("runner.embedding_sharding=row with one process: its tables are whole")
-    with row_sharding(ctx.rank, ctx.world_size) if sharded and ctx.world_size > 1 else contextlib.nullcontext():
-        model = dm.create_model(config)
+    model = create_model(ctx)
     optimizer = dm.create_optimizer(model, config)
-    exchange = None
-    if ctx.world_size > 1:  # row-sparse tables: only the touched rows travel; else paddle's all-reduce
-        if has_row_sparse_tables(model):
-            exchange = SparseExchange(model, ctx.world_size)
-            if exchange.tables:
-                rows = sum(t.weight.shape[0] for t in exchange.tables)
-                ctx.log(f"data parallel: tables row-sharded over {ctx.world_size} ranks ({rows} rows on this rank), "
-                        f"row-sparse gradient exchange")
-            else:
-                ctx.log(f"data parallel: row-sparse gradient exchange over {ctx.world_size} ranks")
-        elif sharded:
-            raise ConfigError("runner.embedding_sharding=row: this model has no table of the shared embedding "
-                              "stage (models.common.embedding) to shard")
-        else:
-            model = paddle.DataParallel(model)
-            size = sum(p.numel().item() * p.element_size() for p in model.parameters() if not p.stop_gradient)
-            ctx.log(f"data parallel: all-reduce of every gradient, {size / 2 ** 20:.3f} MB sent per step and rank")
-
+    model, exchange = distribute(ctx, model)
     shards_saved = exchange is not None and bool(exchange.tables)
     history, start_epoch = [], 0
     if done:

@@ -29,7 +29,7 @@ import paddle.distributed as dist
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-INIT_BLOCK_ROWS = 1 << 20  # rows drawn at a time while initialising a shard
+INIT_BLOCK_ROWS = 1 << 16  # rows drawn at a time while initialising a shard (small: paddle keeps freed blocks)
 _active = []
 
 
@@ -101,11 +101,19 @@ class ShardedTable(nn.Layer):
         super().__init__()
         self.num_rows, self.dim, self.rank, self.world_size = num_rows, dim, rank, world_size
         self._sparse = sparse
-        for draw in draws:  # same stream as one draw of the whole table: later parameters match too
-            blocks = [shard_of(draw(start, min(INIT_BLOCK_ROWS, num_rows - start)).numpy(), rank, world_size, start)
-                      for start in range(0, num_rows, INIT_BLOCK_ROWS)]
-        rows = np.concatenate(blocks)
-        self.weight = self.create_parameter(list(rows.shape), default_initializer=nn.initializer.Assign(rows))
+        # Filled block by block, no copy of the shard on the side: the process keeps memory it frees
+        # (tools.utils.prepare_process), so a transient copy would stay in its resident memory.
+        self.weight = self.create_parameter([len(range(rank, num_rows, world_size)), dim],
+                                            default_initializer=nn.initializer.Constant(0.0))
+        for i, draw in enumerate(draws):  # same stream as one draw of the whole table: later parameters match too
+            filled = 0
+            for start in range(0, num_rows, INIT_BLOCK_ROWS):
+                block = draw(start, min(INIT_BLOCK_ROWS, num_rows - start))
+                if i == len(draws) - 1:
+                    mine = shard_of(block, rank, world_size, start)
+                    with paddle.no_grad():
+                        self.weight[filled:filled + mine.shape[0]] = mine
+                    filled += mine.shape[0]
         self.weight.row_shard = (rank, world_size, num_rows)  # checkpoints save and load it per rank
         self.pending = []  # (every rank's distinct ids, my looked-up vectors) of the step's lookups with gradient
         self.bytes_sent = 0  # per rank, summed over the steps

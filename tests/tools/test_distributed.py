@@ -157,7 +157,7 @@ def test_row_sharded_tables_train_as_one_process_and_resume_exactly(tmp_path):
 
 
 def test_data_parallel_benchmark_reports_every_setting(tmp_path):
-    """benchmarks/data_parallel.py, tiny: six settings run, bytes logged for the two 2-process ones."""
+    """benchmarks/data_parallel.py, tiny: seven settings run, bytes logged for the 2-process ones, memory for all."""
     from tests.conftest import DEEPFM_CONFIG, write_criteo_like
 
     write_criteo_like(tmp_path / "data", 512, seed=4)
@@ -167,12 +167,14 @@ def test_data_parallel_benchmark_reports_every_setting(tmp_path):
     table = bench_main(["-m", DEEPFM_CONFIG, "--data", str(tmp_path / "data"), "--rounds", "1", "-o",
                         "hyper_parameters.sparse_feature_number=100000", "hyper_parameters.fc_sizes=[32,16]",
                         "runner.train_batch_size=64", f"runner.data_cache_dir={tmp_path / 'cache'}"])
-    assert set(table) == {f"{g} {l}" for g in ("dense", "sparse") for l in ("1x1", "1x2", "2x1")}
+    assert set(table) == {f"{g} {l}" for g in ("dense", "sparse") for l in ("1x1", "1x2", "2x1")} | {"sharded 2x1"}
     for key, row in table.items():
         assert row["runs"][0]["rows"] == 512 and row["rows_per_s"] > 0
         assert (row["mb_per_step"] is not None) == key.endswith("2x1")
+        assert row["peak_rss_anon_mb"] > 50  # a paddle process was sampled
     # the dense all-reduce sends every gradient, the exchange only what a step touched (+ the dense layers)
     assert table["sparse 2x1"]["mb_per_step"] < table["dense 2x1"]["mb_per_step"] / 10  # 1000 ids of a 100k table
+    assert table["sharded 2x1"]["mb_per_step"] < table["dense 2x1"]["mb_per_step"] / 10
 
 
 @pytest.mark.parametrize("init", [("normal", 0.1), ("truncated_normal", 0.05), "xavier_uniform"])

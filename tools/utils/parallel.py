@@ -12,11 +12,48 @@ rank's loss is the mean of its own rows), so every replica then runs the same op
 for the tables, the lazy update of the gathered rows - and the replicas stay equal, as
 single-process training on the union of the ranks' batches (up to summation order).
 """
+import contextlib
+
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from models.common.sharding import all_gather_counts, all_gather_parts, set_row_gradient, sharded_tables, sum_rows
+from models.common.sharding import (all_gather_counts, all_gather_parts, row_sharding, set_row_gradient,
+                                    sharded_tables, sum_rows)
+from tools.utils.config import ConfigError
+
+
+def create_model(ctx):
+    """The model of ``ctx``'s config; its tables row-sharded over the ranks with runner.embedding_sharding=row."""
+    sharded = ctx.config.get("runner.embedding_sharding") == "row"
+    if sharded and ctx.world_size == 1:
+        ctx.log("runner.embedding_sharding=row with one process: its tables are whole")
+    with row_sharding(ctx.rank, ctx.world_size) if sharded and ctx.world_size > 1 else contextlib.nullcontext():
+        return ctx.dygraph_model.create_model(ctx.config)
+
+
+def distribute(ctx, model):
+    """-> (the model to train, the step's gradient exchange or None) for ``ctx``'s ranks: row-sparse
+    or row-sharded tables exchange only the rows a step touched (``SparseExchange``); other models
+    go through paddle's DataParallel all-reduce."""
+    if ctx.world_size == 1:
+        return model, None
+    if has_row_sparse_tables(model):
+        exchange = SparseExchange(model, ctx.world_size)
+        if exchange.tables:
+            rows = sum(t.weight.shape[0] for t in exchange.tables)
+            ctx.log(f"data parallel: tables row-sharded over {ctx.world_size} ranks ({rows} rows on this rank), "
+                    f"row-sparse gradient exchange")
+        else:
+            ctx.log(f"data parallel: row-sparse gradient exchange over {ctx.world_size} ranks")
+        return model, exchange
+    if ctx.config.get("runner.embedding_sharding") == "row":
+        raise ConfigError("runner.embedding_sharding=row: this model has no table of the shared embedding "
+                          "stage (models.common.embedding) to shard")
+    model = paddle.DataParallel(model)
+    size = sum(p.numel().item() * p.element_size() for p in model.parameters() if not p.stop_gradient)
+    ctx.log(f"data parallel: all-reduce of every gradient, {size / 2 ** 20:.3f} MB sent per step and rank")
+    return model, None
 
 
 def has_row_sparse_tables(model):
