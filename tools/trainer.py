@@ -21,7 +21,7 @@ from models.common.artifacts import FolderLock  # noqa: E402
 from models.common.base_model import unwrap  # noqa: E402
 from models.common.evaluation import evaluate  # noqa: E402
 from models.common.metrics import merge_metrics  # noqa: E402
-from tools.utils.parallel import create_model, distribute  # noqa: E402
+from tools.utils.parallel import create_model, distribute, wait_for_all_ranks  # noqa: E402
 from tools.utils.runtime import run_main, setup, train_step  # noqa: E402
 
 METRIC = "logloss"  # the validation metric early stopping and the best epoch go by (lower is better)
@@ -61,7 +61,7 @@ def _train(ctx):
     # only onto checkpoints of the same model config.
     done = prepare_save_path(config, ctx.log, ctx.is_main)
     if ctx.world_size > 1:
-        paddle.distributed.barrier()  # the main process has prepared the folder
+        wait_for_all_ranks()  # the main process has prepared the folder
     model = create_model(ctx)
     optimizer = dm.create_optimizer(model, config)
     model, exchange = distribute(ctx, model)
@@ -143,7 +143,7 @@ def _train(ctx):
             write_json(os.path.join(save_path, "metrics.json"), run_metrics(config, history, valid, patience))
             ctx.log(f"saved checkpoint {path}")
         if ctx.world_size > 1:
-            paddle.distributed.barrier()
+            wait_for_all_ranks()  # rank 0 has saved
         if valid is not None and patience and epochs_without_gain(history) >= patience:
             ctx.log(f"early stopping: {MONITOR} has not improved for {patience} epoch(s)")
             break

@@ -77,11 +77,16 @@ def all_gather_counts(count):
 
 
 def sum_rows(ids, rows):
-    """Rows ``rows`` [n, dim] of ids ``ids`` (n, repeats allowed) -> (distinct ids, their summed rows).
-    numpy's unique: paddle's with return_inverse took 1.3 s for 26k ids on CPU."""
-    distinct, where = np.unique(np.asarray(ids, dtype=np.int64), return_inverse=True)
-    summed = paddle.zeros([len(distinct), rows.shape[1]], rows.dtype).index_add(paddle.to_tensor(where), 0, rows)
-    return distinct, summed
+    """Rows ``rows`` [n, dim] of ids ``ids`` (n, repeats allowed) -> (distinct ids ascending, their
+    summed rows), each sum in the rows' order. A sort and numpy's reduceat: paddle's unique with
+    return_inverse took 1.3 s for 26k ids on CPU, its index_add 5 ms for 26k x 10 floats."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids):
+        return ids, paddle.zeros([0, rows.shape[1]], rows.dtype)
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    return ordered[starts], paddle.to_tensor(np.add.reduceat(np.asarray(rows.numpy())[order], starts, axis=0))
 
 
 def set_row_gradient(param, ids, rows, sparse=True):

@@ -90,14 +90,14 @@ def _save_sharded(folder, epoch, state, optimizer, shards):
     """Every rank writes its rows and their optimizer state (``rows-<rank>.pdparams/.pdopt``); rank 0
     also what all ranks hold alike (``rec.pdparams/.pdopt``) and ``sharding.json``. All go into one
     staging folder that rank 0 renames into place once every rank has written."""
-    import paddle.distributed as dist
+    from tools.utils.parallel import wait_for_all_ranks
 
     rank, world_size, _ = next(iter(shards.values())).row_shard
     final, staging = os.path.join(folder, str(epoch)), os.path.join(folder, f".tmp-{epoch}-sharded")
     if rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
-    dist.barrier()
+    wait_for_all_ranks()
     optimizer_state = optimizer.state_dict()
     keys = _shard_keys(optimizer_state, shards)
     paddle.save(dict(shards), os.path.join(staging, f"rows-{rank}.pdparams"))
@@ -108,10 +108,10 @@ def _save_sharded(folder, epoch, state, optimizer, shards):
         write_json(os.path.join(staging, SHARDING_FILE), {
             "world_size": world_size, "rule": "row i of a table is row i // world_size of rows-<i % world_size>",
             "tables": {n: [p.row_shard[2], p.shape[1]] for n, p in shards.items()}})
-    dist.barrier()
+    wait_for_all_ranks()
     if rank == 0:
         _replace(staging, final)
-    dist.barrier()
+    wait_for_all_ranks()
     return final
 
 
