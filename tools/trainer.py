@@ -65,7 +65,7 @@ def _train(ctx):
     model = create_model(ctx)
     optimizer = dm.create_optimizer(model, config)
     model, exchange = distribute(ctx, model)
-    shards_saved = exchange is not None and bool(exchange.tables)
+    row_sharded = exchange is not None and bool(exchange.tables)
     history, start_epoch = [], 0
     if done:
         load_checkpoint(save_path, done[-1], model, optimizer, config_key="runner.model_save_path")
@@ -134,7 +134,7 @@ def _train(ctx):
         history.append(summary)
         if ctx.is_main and epoch == start_epoch and not done:
             write_run(save_path, config, *trained_on)  # the manifest first: no checkpoint without one
-        if ctx.is_main or shards_saved:  # row shards: every rank saves its rows
+        if ctx.is_main or row_sharded:  # row shards: every rank saves its rows
             path = save_checkpoint(save_path, epoch, model, optimizer)
             if valid is not None and best_of(history)["epoch"] == epoch:
                 save_checkpoint(save_path, BEST, model, optimizer)
@@ -152,7 +152,7 @@ def _train(ctx):
         load_checkpoint(save_path, BEST, model, config_key="runner.model_save_path")
         ctx.log(f"restored the best epoch {best['epoch']} ({MONITOR} {best[MONITOR]:.6f}) from "
                 f"{os.path.join(save_path, BEST)}")
-    whose = " (this rank's rows of the sharded tables)" if shards_saved else ""
+    whose = " (this rank's rows of the sharded tables)" if row_sharded else ""
     ctx.log(f"final parameter digest{whose}: {parameter_digest(model)} "
             f"({', '.join(f'{k}={v}' for k, v in math_environment().items())})")
     return history

@@ -29,7 +29,7 @@ import paddle.distributed as dist
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-INIT_BLOCK_ROWS = 1 << 16  # rows drawn at a time while initialising a shard (small: paddle keeps freed blocks)
+INIT_BLOCK_ROWS = 1 << 16  # rows drawn at a time while initialising a shard (small: see ShardedTable)
 _active = []
 
 

@@ -114,6 +114,15 @@ def test_row_sparse_exchange_equals_one_process_on_the_union_of_the_batches(tmp_
     digests = {r: re.search(r"final parameter digest: (\w+)", logs[r]).group(1) for r in (0, 1)}
     assert digests[0] == digests[1]  # the replicas are bit-equal
     assert_equals_one_process_on_the_union(tmp_path, overrides, tmp_path / "ckpt")
+    # whole tables cannot continue as row shards (the Adam moments would not fit)
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(tmp_path / "logs_resume"), os.path.join(REPO, "tools", "trainer.py"), "-m", DEEPFM_CONFIG, "-o",
+               "runner.use_fleet=true", f"runner.model_save_path={tmp_path / 'ckpt'}", *overrides,
+               "runner.resume=true", "runner.epochs=3", "runner.embedding_sharding=row"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert "holds whole tables; this run row-shards them" in open(tmp_path / "logs_resume" / "workerlog.0").read()
+    assert not os.path.isdir(tmp_path / "ckpt" / "2")
 
 
 def test_row_sharded_tables_train_as_one_process_and_resume_exactly(tmp_path):
