@@ -26,17 +26,25 @@ def write_tiny_data(folder, rows, seed=0):
     frame.iloc[rows // 2:].to_csv(os.path.join(folder, "b.csv"), index=False)
 
 
+def launch(tmp_path, config, overrides, logs="logs", fails=False):
+    """tools/trainer.py on 2 launched CPU ranks -> {rank: its log}; asserts it succeeded (or, with
+    ``fails``, that it failed)."""
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(tmp_path / logs), os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o",
+               "runner.use_fleet=true", *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    text = {r: open(tmp_path / logs / f"workerlog.{r}").read() for r in (0, 1)}
+    assert (result.returncode != 0) == fails, result.stdout[-3000:] + "".join(t[-3000:] for t in text.values())
+    return text
+
+
 def test_two_cpu_ranks_stay_in_sync_and_share_the_data(tmp_path):
     write_tiny_data(tmp_path / "data", 101)  # odd: ranks get 51 and 50 rows
     trace = tmp_path / "trace"
     trace.mkdir()
-    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-               "--log_dir", str(tmp_path / "logs"), os.path.join(REPO, "tools", "trainer.py"), "-m", TINY,
-               "-o", "runner.use_fleet=true", f"runner.train_data_dir={tmp_path / 'data'}",
-               f"runner.model_save_path={tmp_path / 'ckpt'}", "runner.epochs=1", f"hyper_parameters.trace_dir={trace}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    logs = {r: open(tmp_path / "logs" / f"workerlog.{r}").read() for r in (0, 1)}
-    assert result.returncode == 0, result.stdout[-3000:] + logs[0][-3000:] + logs[1][-3000:]
+    logs = launch(tmp_path, TINY, [f"runner.train_data_dir={tmp_path / 'data'}",
+                                   f"runner.model_save_path={tmp_path / 'ckpt'}", "runner.epochs=1",
+                                   f"hyper_parameters.trace_dir={trace}"])
     # Together the ranks trained on every row exactly once, in the same number of steps.
     seen = {r: [list(map(int, l.split())) for l in open(trace / f"rank{r}.txt")] for r in (0, 1)}
     assert len(seen[0]) == len(seen[1])
@@ -53,17 +61,6 @@ def test_two_cpu_ranks_stay_in_sync_and_share_the_data(tmp_path):
     done = {r: re.search(r"epoch 0 done: (.*?), seconds", logs[r]).group(1) for r in (0, 1)}
     assert done[0] == done[1] and "samples: 101" in done[0]
     assert json.load(open(tmp_path / "ckpt" / "metrics.json"))["train"][0]["samples"] == 101
-
-
-def launch(tmp_path, config, overrides, logs="logs", processes=2):
-    """tools/trainer.py on ``processes`` launched CPU ranks -> {rank: its log}; asserts success."""
-    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(processes), "--log_dir",
-               str(tmp_path / logs), os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o",
-               "runner.use_fleet=true", *overrides]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    text = {r: open(tmp_path / logs / f"workerlog.{r}").read() for r in range(processes)}
-    assert result.returncode == 0, result.stdout[-3000:] + "".join(t[-3000:] for t in text.values())
-    return text
 
 
 def deepfm_overrides(tmp_path, epochs=2):
@@ -115,13 +112,10 @@ def test_row_sparse_exchange_equals_one_process_on_the_union_of_the_batches(tmp_
     assert digests[0] == digests[1]  # the replicas are bit-equal
     assert_equals_one_process_on_the_union(tmp_path, overrides, tmp_path / "ckpt")
     # whole tables cannot continue as row shards (the Adam moments would not fit)
-    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-               str(tmp_path / "logs_resume"), os.path.join(REPO, "tools", "trainer.py"), "-m", DEEPFM_CONFIG, "-o",
-               "runner.use_fleet=true", f"runner.model_save_path={tmp_path / 'ckpt'}", *overrides,
-               "runner.resume=true", "runner.epochs=3", "runner.embedding_sharding=row"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    assert result.returncode != 0
-    assert "holds whole tables; this run row-shards them" in open(tmp_path / "logs_resume" / "workerlog.0").read()
+    logs = launch(tmp_path, DEEPFM_CONFIG, [f"runner.model_save_path={tmp_path / 'ckpt'}", *overrides,
+                                            "runner.resume=true", "runner.epochs=3", "runner.embedding_sharding=row"],
+                  logs="logs_resume", fails=True)
+    assert "holds whole tables; this run row-shards them" in logs[0]
     assert not os.path.isdir(tmp_path / "ckpt" / "2")
 
 
@@ -239,11 +233,7 @@ def test_row_sharding_is_refused_without_data_parallel_or_without_a_shared_table
     with pytest.raises(ConfigError, match="embedding_sharding=row .* needs runner.use_fleet=true"):
         setup(parse_args("test", ["-m", DEEPFM_CONFIG, "-o", "runner.embedding_sharding=row"]), distributed=False)
     write_tiny_data(tmp_path / "data", 40)  # a linear model: no embedding table to shard
-    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-               str(tmp_path / "logs"), os.path.join(REPO, "tools", "trainer.py"), "-m", TINY, "-o",
-               "runner.use_fleet=true", "runner.embedding_sharding=row", f"runner.train_data_dir={tmp_path / 'data'}",
-               f"runner.model_save_path={tmp_path / 'ckpt'}", "runner.epochs=1"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    assert result.returncode != 0
-    assert "this model has no table of the shared embedding stage" in open(tmp_path / "logs" / "workerlog.0").read()
+    logs = launch(tmp_path, TINY, ["runner.embedding_sharding=row", f"runner.train_data_dir={tmp_path / 'data'}",
+                                   f"runner.model_save_path={tmp_path / 'ckpt'}", "runner.epochs=1"], fails=True)
+    assert "this model has no table of the shared embedding stage" in logs[0]
     assert not os.path.isdir(tmp_path / "ckpt" / "0")

@@ -17,6 +17,7 @@ import paddle
 
 from models.common.artifacts import file_fingerprint, fingerprint, write_json
 from models.common.base_model import unwrap
+from models.common.sharding import shard_of
 from tools.utils.config import ConfigError, _flatten
 
 CHECKPOINT_FILES = ("rec.pdparams", "rec.pdopt")
@@ -209,8 +210,8 @@ def _read_sharding(path, layer, state, with_optimizer, config_key):
     world_size = saved["world_size"]
     if here:
         if here[1] != world_size:
-            raise CheckpointError(f"{config_key}: {path} holds tables row-sharded over {world_size} ranks, this run has "
-                                  f"{here[1]}: resume with {world_size} processes (tools/infer.py and tools/export.py "
+            raise CheckpointError(f"{config_key}: {path} holds tables row-sharded over {world_size} ranks, this run "
+                                  f"has {here[1]}: resume with {world_size} processes (tools/infer.py and tools/export.py "
                                   f"read it whole)")
         state.update(_read(os.path.join(path, f"rows-{here[0]}.pdparams"), config_key))
         return here
@@ -221,7 +222,7 @@ def _read_sharding(path, layer, state, with_optimizer, config_key):
         state[name] = np.empty((rows, dim), dtype=np.float32)
     for rank in range(world_size):
         for name, value in _read(os.path.join(path, f"rows-{rank}.pdparams"), config_key).items():
-            state[name][rank::world_size] = np.asarray(value)
+            shard_of(state[name], rank, world_size)[:] = np.asarray(value)
     return None
 
 
