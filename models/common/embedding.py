@@ -17,6 +17,12 @@ def _normal(std, truncated=False):
     return paddle.ParamAttr(initializer=init)
 
 
+def flat_column(x):
+    """A [B] or [B, 1] batch column as [B] (no reshape op when it already is one: 26 of them cost
+    0.2 ms of a 7 ms DeepFM forward)."""
+    return x if x.ndim == 1 else x.reshape([-1])
+
+
 def length_mask(lengths, max_len, dtype):
     """[..., max_len]: 1 where the position is below the length (``lengths`` [...]), else 0."""
     return (paddle.arange(max_len, dtype=lengths.dtype) < lengths.unsqueeze(-1)).astype(dtype)
@@ -148,6 +154,8 @@ class FeatureEmbedding(nn.Layer):
 
     def global_ids(self, batch):
         """[B, W] rows of the fused table for the batch's sparse ids and padded sequences."""
+        if not self.sequence_features:  # single ids: the layout is the identity (stack: half concat's time)
+            return paddle.stack([flat_column(batch[f.name]) for f in self.sparse_features], axis=1) + self.offsets
         parts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
         parts += [batch[f.name] for f in self.sequence_features]
         ids = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=1)
@@ -263,19 +271,23 @@ class BagEmbedding(FeatureEmbedding):
         self.register_buffer("extra_field", paddle.to_tensor(np.array(field, dtype="int64")), persistable=False)
         self.register_buffer("extra_position", paddle.to_tensor(np.array(position, dtype="int64")), persistable=False)
         self.register_buffer("extra_offsets", paddle.to_tensor(np.array(offsets, dtype="int64")), persistable=False)
-        self.mean = [False] * len(self.sparse_features) + [f.pooling == "mean" for f in self.sequence_features]
+        # Only a bag's sum is divided for mean pooling: a field of max_len 1 holds at most one id
+        # (the readers and the server refuse more), whose mean is itself.
+        self.mean = [f in self.bags and f.pooling == "mean" for f in fields]
 
     def forward(self, batch):
-        firsts = [batch[f.name].reshape([-1, 1]) for f in self.sparse_features]
-        firsts += [batch[f.name][:, :1] for f in self.sequence_features]
-        first = firsts[0] if len(firsts) == 1 else paddle.concat(firsts, axis=1)  # [B, F]
+        # One column per field (stacked from [B] views: half the time of joining [B, 1] columns).
+        firsts = [flat_column(batch[f.name]) for f in self.sparse_features]
+        firsts += [batch[f.name][:, 0] if f.max_len > 1 else flat_column(batch[f.name]) for f in self.sequence_features]
+        first = paddle.stack(firsts, axis=1)  # [B, F]
         # traced into a static graph (export) the batch size is only known when the graph runs
         rows = first.shape[0] if paddle.in_dynamic_mode() else paddle.shape(first)[0]
         lengths = None
         if self.sequence_features:
-            lengths = paddle.concat([paddle.ones([rows, len(self.sparse_features)], dtype="int64")]
-                                    + [batch[f.length_name].reshape([-1, 1]).astype("int64")
-                                       for f in self.sequence_features], axis=1)  # [B, F]
+            lengths = [flat_column(batch[f.length_name]) for f in self.sequence_features]
+            lengths = paddle.stack([paddle.ones_like(lengths[0])] * len(self.sparse_features) + lengths, axis=1)
+            if lengths.dtype != paddle.int64:
+                lengths = lengths.astype("int64")  # [B, F]
             present = (lengths > 0).astype("int64")
             first = first * present
         ids = (first + self.first_offsets).reshape([-1])

@@ -24,7 +24,7 @@ import paddle.nn.functional as F
 from models.common.base_model import BaseDygraphModel
 from models.common.export import Served
 from models.common.features import Label
-from models.common.layers import MLP, ExpertBank
+from models.common.layers import MLP, ExpertBank, add_bias, split_views
 from models.common.metrics import AUC, LogLoss, RunningAUC, to_numpy
 from models.common.spec import Param, SpecError
 
@@ -239,8 +239,17 @@ class MixtureOfExperts(nn.Layer):
         return [F.softmax(gate(x), axis=-1) for gate in self.gates]  # each [B, E]
 
     def forward(self, x):
-        experts = self.experts(x)  # [B, E, out]
-        return [paddle.matmul(g.unsqueeze(1), experts).squeeze(1) for g in self.gate_weights(x)]
+        # The gates read the input of the experts' first layer: one matmul computes both (census:
+        # [1024, 440] @ [440, 128 + 2 x 8]), and one batched matmul mixes the experts for every gate.
+        num_expert, num_gate = self.experts.num_expert, len(self.gates)
+        first = self.experts.first_weight()
+        product = paddle.matmul(x, paddle.concat([first] + [g.linears[0].weight for g in self.gates], axis=1))
+        projected, logits = split_views(product, [first.shape[1], num_gate * num_expert], axis=1)
+        experts = self.experts(projected, projected=True)  # [B, E, out]
+        logits = add_bias(logits, paddle.concat([g.linears[0].bias for g in self.gates]))
+        gates = F.softmax(logits.reshape([-1, num_gate, num_expert]), axis=-1)  # [B, gates, E]
+        mixed = paddle.transpose(paddle.matmul(gates, experts), [1, 0, 2])  # [gates, B, out]
+        return [mixed[k] for k in range(num_gate)]
 
 
 class Towers(nn.Layer):

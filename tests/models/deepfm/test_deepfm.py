@@ -48,6 +48,36 @@ def test_forward_is_sigmoid_of_first_order_fm_and_dnn():
     np.testing.assert_allclose(pred[:, 0], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_dense_fields_folded_into_products_give_the_gradients_of_their_embeddings():
+    """The network never builds the dense fields' [B, 13, dim] embeddings (their terms are products
+    of the values with small matrices): every parameter's gradient equals that of DNN and FM over
+    the joined embeddings, as the paper writes them."""
+    from models.common.layers import FMInteraction, split_views
+    paddle.seed(0)
+    model = load_dygraph_model(DEEPFM_CONFIG)().create_model(small_config())
+    rng = np.random.default_rng(1)
+    batch = {str(i + 1): paddle.to_tensor(rng.integers(0, 1000, size=16)) for i in range(26)}
+    batch["dense_feature"] = paddle.to_tensor(rng.random((16, 13)).astype("float32"))
+
+    def joined(m):
+        weights, vectors = split_views(m.embedding(batch), [1, m.dim])
+        dense = batch["dense_feature"]
+        first = paddle.sum(paddle.concat([weights, m.dense_weight(dense)], axis=1), axis=1) + m.bias
+        embeddings = paddle.concat([vectors, m.dense_embedding(dense)], axis=1)
+        deep = m.dnn_out(m.dnn(embeddings.flatten(start_axis=1)))
+        return paddle.nn.functional.sigmoid(first + FMInteraction.second_order(embeddings) + deep)
+
+    grads = []
+    for forward in (model, joined):
+        model.clear_gradients()
+        out = forward(batch) if forward is model else forward(model)
+        (out * paddle.arange(16, dtype="float32").reshape([16, 1])).sum().backward()
+        grads.append({n: p.grad.numpy().copy() for n, p in model.named_parameters()})
+    assert set(grads[0]) == set(grads[1]) and "dense_embedding.weight" in grads[0]
+    for name in grads[0]:
+        np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
 def test_learns_a_simple_rule(tmp_path):
     paddle.seed(1)
     write_criteo_like(tmp_path, 512, seed=5)
