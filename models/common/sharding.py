@@ -78,15 +78,28 @@ def all_gather_counts(count):
 
 def sum_rows(ids, rows):
     """Rows ``rows`` [n, dim] of ids ``ids`` (n, repeats allowed) -> (distinct ids ascending, their
-    summed rows), each sum in the rows' order. A sort and numpy's reduceat: paddle's unique with
+    summed rows), each sum in the rows' order. numpy on the host: paddle's unique with
     return_inverse took 1.3 s for 26k ids on CPU, its index_add 5 ms for 26k x 10 floats."""
     ids = np.asarray(ids, dtype=np.int64)
-    if not len(ids):
+    n = len(ids)
+    if not n:
         return ids, paddle.zeros([0, rows.shape[1]], rows.dtype)
-    order = np.argsort(ids, kind="stable")
+    # The stable order by id, from the fast unstable sort: id * n + position are distinct keys
+    # (1.5 against 3.7 ms for 53k ids).
+    if ids.max() < np.iinfo(np.int64).max // n - 1:
+        order = np.argsort(ids * n + np.arange(n))
+    else:
+        order = np.argsort(ids, kind="stable")
     ordered = ids[order]
-    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-    return ordered[starts], paddle.to_tensor(np.add.reduceat(np.asarray(rows.numpy())[order], starts, axis=0))
+    first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    values = np.asarray(rows.numpy())[order]
+    summed = values[first]
+    # Most ids come once: only the repeats are added, in order (numpy's reduceat costs per group:
+    # 4.4 ms for 53k rows of 10 floats)
+    repeats = np.flatnonzero(~first)
+    if len(repeats):
+        np.add.at(summed, np.cumsum(first)[repeats] - 1, values[repeats])
+    return ordered[first], paddle.to_tensor(summed)
 
 
 def set_row_gradient(param, ids, rows, sparse=True):

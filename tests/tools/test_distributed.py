@@ -237,3 +237,23 @@ def test_row_sharding_is_refused_without_data_parallel_or_without_a_shared_table
                                    f"runner.model_save_path={tmp_path / 'ckpt'}", "runner.epochs=1"], fails=True)
     assert "this model has no table of the shared embedding stage" in logs[0]
     assert not os.path.isdir(tmp_path / "ckpt" / "0")
+
+
+@pytest.mark.parametrize("vocab", [7, 1000, 2 ** 62])
+def test_rows_of_repeated_ids_are_summed_in_their_order(vocab):
+    """The merge before every row exchange: one row per distinct id (ascending), each the sum of
+    that id's rows taken in the order they came (the same bits on every rank); the largest ids
+    take the stable-sort path."""
+    from models.common.sharding import sum_rows
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocab, 3000, dtype=np.int64)
+    rows = rng.standard_normal((3000, 4)).astype(np.float32)
+    got_ids, got = sum_rows(ids, paddle.to_tensor(rows))
+    assert (got_ids == np.unique(ids)).all()
+    for i, id_ in enumerate(got_ids):
+        expected = np.zeros(4, dtype=np.float32)
+        for row in rows[ids == id_]:
+            expected = expected + row
+        assert np.array_equal(got.numpy()[i], expected), id_
+    empty_ids, empty = sum_rows(np.zeros(0, dtype=np.int64), paddle.to_tensor(rows[:0]))
+    assert len(empty_ids) == 0 and empty.shape == [0, 4]
