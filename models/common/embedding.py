@@ -37,6 +37,12 @@ class DenseEmbedding(nn.Layer):
         std = init_std if init_std is not None else 1.0 / math.sqrt(dim)
         self.weight = self.create_parameter([1, num_fields, dim], attr=_normal(std))
 
+    @property
+    def vectors(self):
+        """[fields, dim]: v_i per field (for a model that uses the values' linearity instead of
+        building the [batch, fields, dim] products)."""
+        return self.weight.reshape(self.weight.shape[1:])
+
     def forward(self, values):
         return paddle.multiply(*expanded(values.unsqueeze(-1), self.weight))
 

@@ -53,8 +53,8 @@ class DeepFMLayer(nn.Layer):
         # So each is a product of the values with a small matrix: the [batch, dense fields, dim]
         # embeddings are never built nor joined to the sparse ones, and the first layer multiplies
         # 13 dense inputs instead of 13 x 16 (Criteo). The same sums as over concat(E), in another order.
-        dense_vectors = self.dense_embedding.weight.reshape([self.num_dense, self.dim])
-        first = weight_sum + paddle.matmul(dense, self.dense_weight.weight.reshape([self.num_dense, 1])) + self.bias
+        dense_vectors = self.dense_embedding.vectors  # [dense fields, dim]
+        first = weight_sum + paddle.matmul(dense, self.dense_weight.vectors) + self.bias
         second = FMInteraction.pairwise(vector_sum + paddle.matmul(dense, dense_vectors),
                                         vector_squares + paddle.matmul(dense * dense, dense_vectors * dense_vectors))
         vectors = split_views(rows, [1, self.dim])[1]
