@@ -6,6 +6,7 @@ import numpy as np
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from models.common.features import DenseFeature, SequenceFeature, SparseFeature
 from models.common.layers import expanded, split_views
@@ -26,6 +27,48 @@ def flat_column(x):
 def length_mask(lengths, max_len, dtype):
     """[..., max_len]: 1 where the position is below the length (``lengths`` [...]), else 0."""
     return (paddle.arange(max_len, dtype=lengths.dtype) < lengths.unsqueeze(-1)).astype(dtype)
+
+
+def compact_ids(id_tensors):
+    """Unique ids over several int64 tensors and each tensor re-expressed as positions in them.
+
+    -> (unique_ids [n] ascending, [local ids with the shape of each input]).
+
+    Ids are data (no gradient), so this runs in numpy: paddle's CPU ``unique(return_inverse=True)``
+    took 3.5 s for the 170k ids of one task at batch 1024 (numpy: ~10 ms).
+    """
+    arrays = [t.numpy() if isinstance(t, paddle.Tensor) else np.asarray(t) for t in id_tensors]
+    flat = np.concatenate([a.reshape(-1) for a in arrays])
+    unique, inverse = np.unique(flat, return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64)
+    locals_, start = [], 0
+    for a in arrays:
+        locals_.append(paddle.to_tensor(inverse[start:start + a.size].reshape(a.shape)))
+        start += a.size
+    return paddle.to_tensor(unique.astype(np.int64)), locals_
+
+
+def gather_rows(table, unique_ids):
+    """``table[unique_ids]`` with a row-sparse gradient into ``table`` (no dense [V, d] grad)."""
+    return F.embedding(unique_ids, table, sparse=True)
+
+
+class RowSparseEmbedding(nn.Embedding):
+    """``nn.Embedding(..., sparse=True)`` whose gradient holds each row once. A training lookup
+    gathers the batch's distinct ids (``gather_rows``) and indexes them per position, so the
+    row-sparse gradient has distinct, ascending rows: lazy Adam then skips merging repeated rows,
+    which paddle does slowly (DeepFM at batch 1024, 26,624 lookups of ~20,700 rows: the table's
+    lookup, backward and update 17 -> 9 ms), and the data-parallel exchange sends the rows as they
+    come (tools.utils.parallel). Inference and traced graphs (export) look up directly."""
+
+    def __init__(self, num_embeddings, embedding_dim, weight_attr=None):
+        super().__init__(num_embeddings, embedding_dim, sparse=True, weight_attr=weight_attr)
+
+    def forward(self, ids):
+        if not (paddle.in_dynamic_mode() and paddle.is_grad_enabled() and not self.weight.stop_gradient):
+            return super().forward(ids)
+        unique, (local,) = compact_ids([ids])
+        return F.embedding(local, gather_rows(self.weight, unique))
 
 
 class DenseEmbedding(nn.Layer):
@@ -110,7 +153,8 @@ class FeatureEmbedding(nn.Layer):
         limits = np.repeat([math.sqrt(6.0 / (s + self.dim)) for s in sizes], sizes).astype("float32")
         sharding = active_sharding()
         if sharding is None:
-            self.table = nn.Embedding(total, self.dim, sparse=sparse, weight_attr=attr)
+            self.table = RowSparseEmbedding(total, self.dim, weight_attr=attr) if sparse \
+                else nn.Embedding(total, self.dim, weight_attr=attr)
             if init == "xavier_uniform":
                 weight = self.table.weight
                 weight.set_value(paddle.uniform(weight.shape, dtype=weight.dtype, min=-1.0, max=1.0)

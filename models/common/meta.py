@@ -10,38 +10,13 @@ works on a *row subset* instead:
 
 The inner step updates ``rows`` only; rows the support batch did not use have zero gradient and
 stay equal to W's rows, so ``rows' [local]`` equals ``W'[ids]`` of the dense update exactly.
-``rows`` comes from a row-sparse lookup, so the meta-gradient reaching W is row-sparse too.
+``rows`` comes from a row-sparse lookup, so the meta-gradient reaching W is row-sparse too
+(``compact_ids`` and ``gather_rows``, models.common.embedding).
 
 Lookups inside the task go through ``lookup`` (a gather), which - unlike paddle's embedding op -
 has a second derivative, so second-order MAML works through the inner step.
 """
-import numpy as np
 import paddle
-import paddle.nn.functional as F
-
-
-def compact_ids(id_tensors):
-    """Unique ids over several int64 tensors and each tensor re-expressed as positions in them.
-
-    -> (unique_ids [n], [local ids with the shape of each input]).
-
-    Ids are data (no gradient), so this runs in numpy: paddle's CPU ``unique(return_inverse=True)``
-    took 3.5 s for the 170k ids of one task at batch 1024 (numpy: ~10 ms).
-    """
-    arrays = [t.numpy() if isinstance(t, paddle.Tensor) else np.asarray(t) for t in id_tensors]
-    flat = np.concatenate([a.reshape(-1) for a in arrays])
-    unique, inverse = np.unique(flat, return_inverse=True)
-    inverse = inverse.reshape(-1).astype(np.int64)
-    locals_, start = [], 0
-    for a in arrays:
-        locals_.append(paddle.to_tensor(inverse[start:start + a.size].reshape(a.shape)))
-        start += a.size
-    return paddle.to_tensor(unique.astype(np.int64)), locals_
-
-
-def gather_rows(table, unique_ids):
-    """``table[unique_ids]`` with a row-sparse gradient into ``table`` (no dense [V, d] grad)."""
-    return F.embedding(unique_ids, table, sparse=True)
 
 
 def lookup(rows, ids):

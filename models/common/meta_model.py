@@ -40,10 +40,11 @@ from models.common.artifacts import write_atomic
 from models.common.base_model import BaseDygraphModel, unwrap
 from models.common.data import DataFormatError, list_data_files
 from models.common.data.loader import to_tensors
+from models.common.embedding import compact_ids, gather_rows
 from models.common.evaluation import Evaluation
 from models.common.features import GroupKey
 from models.common.loading import load_reader
-from models.common.meta import binary_cross_entropy, compact_ids, gather_rows, inner_sgd_step
+from models.common.meta import binary_cross_entropy, inner_sgd_step
 from models.common.metrics import auc, gauc, precision_recall_at_top
 from models.common.spec import ConfigError, Param, positive_int
 

@@ -6,7 +6,7 @@ import paddle.nn.functional as F
 import pytest
 
 from models.common.base_model import Adam
-from models.common.embedding import DenseEmbedding, FeatureEmbedding
+from models.common.embedding import DenseEmbedding, FeatureEmbedding, RowSparseEmbedding
 from models.common.features import SequenceFeature, SparseFeature
 from models.common.layers import MLP, FMInteraction, add_bias, expanded, l2_normalize, split_views
 
@@ -53,6 +53,32 @@ def test_feature_embedding_offsets_sharing_and_pooling():
     np.testing.assert_allclose(fields.numpy(), np.array(expected), rtol=1e-6, atol=1e-7)
     picked = layer.select(fields, ["history", "user", "tags"])
     np.testing.assert_allclose(picked.numpy(), fields.numpy()[:, [2, 0, 3]])
+
+
+def test_row_sparse_embedding_gradient_holds_each_row_once():
+    """A training lookup's row-sparse gradient has distinct, ascending rows, each the sum of its
+    positions' gradients (what nn.Embedding(sparse=True) gives with one row per position); the
+    forward and, without gradient, the lookup are nn.Embedding's."""
+    paddle.seed(3)
+    plain = paddle.nn.Embedding(30, 4, sparse=True)
+    distinct = RowSparseEmbedding(30, 4)
+    distinct.weight.set_value(plain.weight.numpy())
+    ids = paddle.to_tensor(np.random.default_rng(0).integers(0, 30, (6, 5)))
+    upstream = paddle.rand([6, 5, 4])
+    for layer in (plain, distinct):
+        (layer(ids) * upstream).sum().backward()
+    np.testing.assert_array_equal(distinct(ids).numpy(), plain(ids).numpy())
+    got, expected = distinct.weight._grad_ivar(), plain.weight._grad_ivar()
+    assert got.is_selected_rows() and got.rows() == sorted(set(ids.numpy().reshape(-1).tolist()))
+    assert len(expected.rows()) == 30  # one row per position
+
+    def dense(grad):
+        out = np.zeros((30, 4), np.float32)
+        np.add.at(out, np.array(grad.rows()), grad._get_tensor_from_selected_rows().numpy())
+        return out
+    np.testing.assert_allclose(dense(got), dense(expected), rtol=1e-6, atol=1e-7)
+    with paddle.no_grad():
+        np.testing.assert_array_equal(distinct(ids).numpy(), plain(ids).numpy())
 
 
 def test_dense_embedding_scales_vectors():

@@ -77,7 +77,7 @@ def _task(batch, t):
 
 # ---- fast-weight math ------------------------------------------------------------------------
 def test_fast_weight_forward_equals_normal_forward():
-    from models.common.meta import compact_ids
+    from models.common.embedding import compact_ids
 
     _modules()
     model, support, _ = _tiny()
