@@ -57,6 +57,15 @@ def shard_of(values, rank, world_size, start=0):
     return values[(rank - start) % world_size::world_size]
 
 
+def all_gather_rows(tensor):
+    """Every rank's ``tensor`` (the same shape on every rank) -> [world_size, *shape], in rank
+    order. Into one buffer (paddle.distributed.stream): the list form of all_gather splits and
+    copies the result, 2.3-5.3 against 1.3-1.5 ms for 24k x 12 floats on gloo."""
+    out = paddle.empty([dist.get_world_size(), *tensor.shape], tensor.dtype)
+    dist.stream.all_gather(out, tensor)
+    return out
+
+
 def all_gather_parts(tensor, counts):
     """Each rank's ``tensor`` (its first dimension ``counts[rank]``; ``counts`` known to every rank)
     -> the list of all ranks' tensors. gloo's all-gather needs one shape: parts are padded."""
@@ -64,49 +73,48 @@ def all_gather_parts(tensor, counts):
     if tensor.shape[0] < longest:
         pad = paddle.zeros([longest - tensor.shape[0], *tensor.shape[1:]], tensor.dtype)
         tensor = paddle.concat([tensor, pad])
-    parts = []
-    dist.all_gather(parts, tensor)
-    return [part[:n] for part, n in zip(parts, counts)]
+    return [part[:n] for part, n in zip(all_gather_rows(tensor), counts)]
 
 
 def all_gather_counts(count):
     """Every rank's ``count``, in rank order."""
-    counts = []
-    dist.all_gather(counts, paddle.to_tensor([count], dtype="int64"))
-    return [int(c.item()) for c in counts]
+    return all_gather_rows(paddle.to_tensor([count], dtype="int64")).numpy().reshape(-1).tolist()
 
 
 def sum_rows(ids, rows):
-    """Rows ``rows`` [n, dim] of ids ``ids`` (n, repeats allowed) -> (distinct ids ascending, their
-    summed rows), each sum in the rows' order. numpy on the host: paddle's unique with
-    return_inverse took 1.3 s for 26k ids on CPU, its index_add 5 ms for 26k x 10 floats."""
-    ids = np.asarray(ids, dtype=np.int64)
+    """Rows ``rows`` [n, dim] of ids ``ids`` (n, repeats allowed; numpy) -> (distinct ids
+    ascending, their summed rows), each sum in the rows' order. numpy on the host: paddle's unique
+    with return_inverse took 1.3 s for 26k ids on CPU, its index_add 5 ms for 26k x 10 floats, its
+    merge_selected_rows 8.3 ms (this: 4.3)."""
+    ids, rows = np.asarray(ids, dtype=np.int64), np.asarray(rows)
     n = len(ids)
-    if not n:
-        return ids, paddle.zeros([0, rows.shape[1]], rows.dtype)
-    # The stable order by id, from the fast unstable sort: id * n + position are distinct keys
-    # (1.5 against 3.7 ms for 53k ids).
-    if ids.max() < np.iinfo(np.int64).max // n - 1:
-        order = np.argsort(ids * n + np.arange(n))
-    else:
+    steps = np.diff(ids)
+    if (steps > 0).all():  # distinct and ascending already (a RowSparseEmbedding's lookup)
+        return ids, rows
+    # The stable order by id. A few ascending runs (the ranks' merged rows, one after the other)
+    # take timsort, which merges runs (0.3 ms for 2 x 20k ids); others the fast unstable sort of
+    # the distinct keys id * n + position (1.5 against 3.7 ms for 53k ids).
+    if np.count_nonzero(steps < 0) < 64 or ids.max() >= np.iinfo(np.int64).max // n - 1:
         order = np.argsort(ids, kind="stable")
+    else:
+        order = np.argsort(ids * n + np.arange(n))
     ordered = ids[order]
     first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
-    values = np.asarray(rows.numpy())[order]
-    summed = values[first]
+    summed = rows[order[first]]
     # Most ids come once: only the repeats are added, in order (numpy's reduceat costs per group:
     # 4.4 ms for 53k rows of 10 floats)
     repeats = np.flatnonzero(~first)
     if len(repeats):
-        np.add.at(summed, np.cumsum(first)[repeats] - 1, values[repeats])
-    return ordered[first], paddle.to_tensor(summed)
+        np.add.at(summed, np.cumsum(first)[repeats] - 1, rows[order[repeats]])
+    return ordered[first], summed
 
 
 def set_row_gradient(param, ids, rows, sparse=True):
     """``rows`` [len(ids), dim] as ``param``'s gradient of rows ``ids`` (distinct): the backward of
-    a lookup of them, weighted by them (row-sparse when ``sparse``, as a sparse nn.Embedding's)."""
+    a lookup of them given ``rows`` (numpy) as its output's gradient (row-sparse when ``sparse``,
+    as a sparse nn.Embedding's)."""
     param.clear_gradient(False)
-    (F.embedding(paddle.to_tensor(ids), param, sparse=sparse) * rows).sum().backward()
+    F.embedding(paddle.to_tensor(ids), param, sparse=sparse).backward(paddle.to_tensor(rows))
 
 
 class ShardedTable(nn.Layer):
@@ -170,9 +178,9 @@ class ShardedTable(nn.Layer):
                 mask = requested % self.world_size == self.rank
                 if mask.any():
                     ids.append(requested[mask] // self.world_size)
-                    grads.append(paddle.gather(part, paddle.to_tensor(np.flatnonzero(mask))))
+                    grads.append(part.numpy()[mask])
         self.pending = []
         if not ids:
             return
-        local, summed = sum_rows(np.concatenate(ids), paddle.concat(grads))
+        local, summed = sum_rows(np.concatenate(ids), np.concatenate(grads))
         set_row_gradient(self.weight, local, summed * scale, sparse=self._sparse)

@@ -239,21 +239,95 @@ def test_row_sharding_is_refused_without_data_parallel_or_without_a_shared_table
     assert not os.path.isdir(tmp_path / "ckpt" / "0")
 
 
-@pytest.mark.parametrize("vocab", [7, 1000, 2 ** 62])
-def test_rows_of_repeated_ids_are_summed_in_their_order(vocab):
+@pytest.mark.parametrize("vocab,layout", [(7, "random"), (1000, "random"), (2 ** 62, "random"), (1000, "runs"),
+                                          (2 ** 40, "ascending")])
+def test_rows_of_repeated_ids_are_summed_in_their_order(vocab, layout):
     """The merge before every row exchange: one row per distinct id (ascending), each the sum of
-    that id's rows taken in the order they came (the same bits on every rank); the largest ids
-    take the stable-sort path."""
+    that id's rows taken in the order they came (the same bits on every rank). Each sort path:
+    random ids (the largest take the stable sort), a few ascending runs (the ranks' merged rows)
+    and rows already distinct and ascending (returned as they are)."""
     from models.common.sharding import sum_rows
     rng = np.random.default_rng(0)
     ids = rng.integers(0, vocab, 3000, dtype=np.int64)
-    rows = rng.standard_normal((3000, 4)).astype(np.float32)
-    got_ids, got = sum_rows(ids, paddle.to_tensor(rows))
+    if layout == "runs":
+        ids = np.concatenate([np.unique(part) for part in np.split(ids, [900, 2000])])
+    elif layout == "ascending":
+        ids = np.unique(ids)
+    rows = rng.standard_normal((len(ids), 4)).astype(np.float32)
+    got_ids, got = sum_rows(ids, rows)
     assert (got_ids == np.unique(ids)).all()
     for i, id_ in enumerate(got_ids):
         expected = np.zeros(4, dtype=np.float32)
         for row in rows[ids == id_]:
             expected = expected + row
-        assert np.array_equal(got.numpy()[i], expected), id_
-    empty_ids, empty = sum_rows(np.zeros(0, dtype=np.int64), paddle.to_tensor(rows[:0]))
-    assert len(empty_ids) == 0 and empty.shape == [0, 4]
+        assert np.array_equal(got[i], expected), id_
+    empty_ids, empty = sum_rows(np.zeros(0, dtype=np.int64), rows[:0])
+    assert len(empty_ids) == 0 and empty.shape == (0, 4)
+
+
+EXCHANGE_SCRIPT = '''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, paddle, paddle.distributed as dist
+from models.common.embedding import RowSparseEmbedding
+from tools.utils.parallel import SparseExchange
+
+class Net(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.table = RowSparseEmbedding(12, 3)
+        self.used = paddle.nn.Linear(3, 1)
+        self.rank0_only = paddle.nn.Linear(3, 1)  # no gradient on rank 1
+        self.unused = paddle.nn.Linear(3, 1)  # no gradient anywhere
+
+def loss(net, rank):
+    ids = paddle.to_tensor([[1, 5, 5], [7, 1, 2]] if rank == 0 else [[5, 9, 9], [11, 0, 9]])
+    h = net.table(ids).mean(axis=1)
+    out = net.used(h) + (net.rank0_only(h) if rank == 0 else 0)
+    return (out ** 2).mean()
+
+def grads(net):
+    out = {}
+    for name, p in net.named_parameters():
+        g = p._grad_ivar()
+        if g is not None and g.is_selected_rows():
+            dense = np.zeros(p.shape, np.float32)
+            np.add.at(dense, np.array(g.rows()), g._get_tensor_from_selected_rows().numpy())
+            g = dense
+        out[name] = None if g is None else np.asarray(g).tolist()
+    return out
+
+dist.init_parallel_env()
+rank = dist.get_rank()
+paddle.seed(0)
+net = Net()
+reference = Net()
+reference.set_state_dict(net.state_dict())
+exchange = SparseExchange(net, 2)
+loss(net, rank).backward()
+exchange()
+# one process on both ranks' batches: the mean of the two losses
+((loss(reference, 0) + loss(reference, 1)) / 2).backward()
+print("GRADS " + json.dumps({"exchanged": grads(net), "reference": grads(reference)}), flush=True)
+'''
+
+
+def test_the_exchange_averages_every_gradient_some_rank_has(tmp_path):
+    """After the exchange every rank holds the gradient of one process on the union of the batches:
+    the rows of a row-sparse table, a layer only rank 0 used (rank 1 has no gradient of its own
+    for it) and none for a layer no rank used (Adam must skip it, as in one process)."""
+    script = tmp_path / "exchange.py"
+    script.write_text(EXCHANGE_SCRIPT)
+    result = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                             "--log_dir", str(tmp_path / "logs"), str(script), REPO],
+                            capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    logs = [open(tmp_path / "logs" / f"workerlog.{r}").read() for r in (0, 1)]
+    assert result.returncode == 0, result.stdout[-2000:] + "".join(log[-2000:] for log in logs)
+    got = [json.loads(re.search(r"GRADS (.*)", log).group(1)) for log in logs]
+    assert got[0]["exchanged"] == got[1]["exchanged"]  # the same bits on both ranks
+    exchanged, reference = got[0]["exchanged"], got[0]["reference"]
+    assert exchanged["unused.weight"] is None and reference["unused.weight"] is None
+    assert exchanged["rank0_only.weight"] is not None
+    for name, expected in reference.items():
+        if expected is not None:
+            np.testing.assert_allclose(exchanged[name], expected, rtol=1e-5, atol=1e-7, err_msg=name)

@@ -20,8 +20,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from models.common.sharding import (all_gather_counts, all_gather_parts, row_sharding, set_row_gradient,
-                                    sharded_tables, sum_rows)
+from models.common.sharding import (ShardedTable, all_gather_rows, row_sharding, set_row_gradient, sharded_tables,
+                                    sum_rows)
 from tools.utils.config import ConfigError
 
 
@@ -80,11 +80,22 @@ def has_row_sparse_tables(model):
 
 
 class SparseExchange:
-    """Call after ``loss.backward()`` and before ``optimizer.step()`` on every rank."""
+    """Call after ``loss.backward()`` and before ``optimizer.step()`` on every rank.
+
+    Two all-gathers per step (each a sync point: the faster rank waits there for the slower):
+      1. one message per rank: its merged row count per row-sparse table and which dense
+         gradients it has (int64s viewed as floats), then its dense gradients - summed in rank
+         order on every rank, so all get the same bits;
+      2. per row-sparse table, its distinct ids and their summed rows, padded to the longest.
+    """
 
     def __init__(self, model, world_size):
         self.model, self.world_size = model, world_size
         self.tables = sharded_tables(model)  # row-sharded: each rank's own rows, exchanged by the table
+        sparse = {id(layer.weight) for layer in model.sublayers(include_self=True)
+                  if getattr(layer, "_sparse", False) and not isinstance(layer, ShardedTable)}
+        self.row_sparse = [p for p in self.replicated() if id(p) in sparse]
+        self.dense = [p for p in self.replicated() if id(p) not in sparse]
         self._bytes_sent = 0
         self.steps = 0
         for p in self.replicated():  # one starting point on every rank
@@ -104,32 +115,63 @@ class SparseExchange:
         scale = 1.0 / self.world_size
         for table in self.tables:
             table.exchange_gradients(scale)
-        dense = []
-        for p in self.replicated():
-            grad = p._grad_ivar()
-            if grad is None:
-                continue
-            if grad.is_selected_rows():
-                self._exchange_rows(p, grad, scale)
-            else:
-                dense.append(grad)
-        if dense:  # one all-reduce of all of them: gloo's latency per call is ~1.5 ms
-            flat = paddle.concat([g.reshape([-1]) for g in dense])
-            dist.all_reduce(flat)
-            self._bytes_sent += flat.numel().item() * flat.element_size()
-            with paddle.no_grad():  # gradients, not graph nodes
-                for g, part in zip(dense, paddle.split(flat * scale, [g.numel().item() for g in dense])):
+        row_sparse = [p for p in self.row_sparse if not p.stop_gradient]
+        dense = [p for p in self.dense if not p.stop_gradient]
+        merged = [merged_rows(p) for p in row_sparse]  # one row per distinct id is sent
+        grads = [p._grad_ivar() for p in dense]
+        dtype = dense[0].dtype if dense else paddle.float32
+        header = np.array([len(ids) for ids, _ in merged] + [g is not None for g in grads], dtype=np.int64)
+        header = header.view(numpy_dtype(dtype))  # each int64 as floats
+        message = paddle.concat([paddle.to_tensor(header)] + [
+            (paddle.zeros(p.shape, dtype) if g is None else g).reshape([-1]) for p, g in zip(dense, grads)])
+        gathered = self._all_gather(message)
+        headers = np.ascontiguousarray(gathered[:, :header.size].numpy()).view(np.int64)  # [ranks, counts + flags]
+        averaged = gathered[0, header.size:]
+        for rank in range(1, self.world_size):  # in rank order: the same bits on every rank
+            averaged = averaged + gathered[rank, header.size:]  # (paddle's sum over axis 0: 6x slower)
+        averaged = averaged * scale
+        parts = paddle.split(averaged, [int(np.prod(p.shape)) for p in dense]) if dense else []
+        for p, g, part, anyone in zip(dense, grads, parts, headers[:, len(row_sparse):].any(axis=0)):
+            if g is not None:
+                with paddle.no_grad():  # gradients, not graph nodes
                     g.copy_(part.reshape(g.shape), False)
+            elif anyone:  # unused here, used on another rank: its average reaches this replica too
+                (p * part.reshape(p.shape)).sum().backward()
+        for p, (ids, rows), counts in zip(row_sparse, merged, headers[:, :len(row_sparse)].T):
+            self._exchange_rows(p, ids, rows, counts, scale)
         self.steps += 1
 
-    def _exchange_rows(self, p, grad, scale):
-        ids, summed = sum_rows(grad.rows(), grad._get_tensor_from_selected_rows())  # one row per id sent
-        counts = all_gather_counts(len(ids))
-        # one message: each id's 8 bytes as two float32 columns before its row
-        packed = paddle.concat([paddle.to_tensor(ids.view(np.float32).reshape(-1, 2)), summed], axis=1)
-        gathered = paddle.concat(all_gather_parts(packed, counts))
-        self._bytes_sent += max(counts) * packed.shape[1] * packed.element_size()
-        # merged again over the ranks: lazy Adam merges repeated rows itself, slower (38 against 15 ms a step)
-        all_ids, rows = sum_rows(np.ascontiguousarray(gathered[:, :2].numpy()).view(np.int64).reshape(-1),
-                                 gathered[:, 2:])
-        set_row_gradient(p, all_ids, rows * scale)
+    def _all_gather(self, tensor):
+        self._bytes_sent += tensor.numel().item() * tensor.element_size()
+        return all_gather_rows(tensor)
+
+    def _exchange_rows(self, p, ids, rows, counts, scale):
+        """All ranks' merged rows of table ``p`` (``counts`` of them per rank) as its gradient."""
+        if not counts.max():
+            return
+        id_width = 8 // rows.itemsize  # each id's int64 as floats before its row
+        packed = np.zeros([counts.max(), id_width + rows.shape[1]], rows.dtype)
+        packed[:len(ids), :id_width] = ids.view(rows.dtype).reshape(-1, id_width)
+        packed[:len(ids), id_width:] = rows
+        gathered = self._all_gather(paddle.to_tensor(packed)).numpy()
+        all_ids = np.concatenate([np.ascontiguousarray(part[:n, :id_width]).view(np.int64).reshape(-1)
+                                  for part, n in zip(gathered, counts)])
+        all_rows = np.concatenate([part[:n, id_width:] for part, n in zip(gathered, counts)])
+        # Merged again over the ranks (ascending runs, one per rank): lazy Adam merges repeated
+        # rows itself, slower (38 against 15 ms a step)
+        all_ids, all_rows = sum_rows(all_ids, all_rows)
+        set_row_gradient(p, all_ids, all_rows * scale)
+
+
+def merged_rows(param):
+    """(distinct ids ascending, their summed rows) of ``param``'s row-sparse gradient, as numpy."""
+    grad = param._grad_ivar()
+    if grad is None:
+        return np.zeros(0, dtype=np.int64), np.zeros([0, param.shape[1]], numpy_dtype(param.dtype))
+    rows = grad.rows()
+    return sum_rows(np.fromiter(rows, np.int64, len(rows)), grad._get_tensor_from_selected_rows().numpy())
+
+
+def numpy_dtype(dtype):
+    """paddle.float32 -> numpy's float32."""
+    return np.dtype(str(dtype).split(".")[-1])
