@@ -82,11 +82,11 @@ def has_row_sparse_tables(model):
 class SparseExchange:
     """Call after ``loss.backward()`` and before ``optimizer.step()`` on every rank.
 
-    Per step: an all-gather of each rank's merged row count per row-sparse table and of which
-    dense gradients it has (the sync point: the faster rank waits there for the slower); one
-    all-reduce of the dense gradients (a ring: 2 (N - 1) / N of them sent per rank, where an
-    all-gather would deliver N - 1 copies); per row-sparse table, an all-gather of the distinct
-    ids and their summed rows, padded to the longest.
+    Per step: one all-reduce of the dense gradients (a ring: 2 (N - 1) / N of them sent per rank,
+    where an all-gather would deliver N - 1 copies); with row-sparse tables, an all-gather of each
+    rank's merged row count per table (the first sync point: the faster rank waits there for the
+    slower), then per table an all-gather of the distinct ids and their summed rows, padded to the
+    longest.
     """
 
     def __init__(self, model, world_size):
@@ -118,24 +118,26 @@ class SparseExchange:
         row_sparse = [p for p in self.row_sparse if not p.stop_gradient]
         dense = [p for p in self.dense if not p.stop_gradient]
         merged = [merged_rows(p) for p in row_sparse]  # one row per distinct id is sent
+        counts = self._all_gather(paddle.to_tensor([len(ids) for ids, _ in merged], dtype="int64")).numpy() \
+            if row_sparse else None  # [ranks, tables]
         grads = [p._grad_ivar() for p in dense]
-        header = paddle.to_tensor([len(ids) for ids, _ in merged] + [g is not None for g in grads], dtype="int64")
-        headers = self._all_gather(header).numpy()  # [ranks, row counts + which dense gradients]
-        if dense:  # one all-reduce of all of them: gloo's latency per call is ~1.5 ms
+        if dense:  # one all-reduce of all of them (gloo's latency per call is ~1.5 ms) and of a 1 per
+            # gradient a rank has: which ones any rank has
             with paddle.no_grad():  # gradients, not graph nodes
                 flat = paddle.concat([(paddle.zeros(p.shape, p.dtype) if g is None else g).reshape([-1])
-                                      for p, g in zip(dense, grads)])
+                                      for p, g in zip(dense, grads)]
+                                     + [paddle.to_tensor([float(g is not None) for g in grads], dense[0].dtype)])
                 dist.all_reduce(flat)
                 self._bytes_sent += flat.numel().item() * flat.element_size()
-                parts = paddle.split(flat * scale, [int(np.prod(p.shape)) for p in dense])
-            for p, g, part, anyone in zip(dense, grads, parts, headers[:, len(row_sparse):].any(axis=0)):
+                parts = paddle.split(flat * scale, [int(np.prod(p.shape)) for p in dense] + [len(dense)])
+            for p, g, part, anyone in zip(dense, grads, parts, parts[-1].numpy() > 0):
                 if g is not None:
                     with paddle.no_grad():
                         g.copy_(part.reshape(g.shape), False)
                 elif anyone:  # unused here, used on another rank: its average reaches this replica too
                     (p * part.reshape(p.shape)).sum().backward()
-        for p, (ids, rows), counts in zip(row_sparse, merged, headers[:, :len(row_sparse)].T):
-            self._exchange_rows(p, ids, rows, counts, scale)
+        for p, (ids, rows), per_rank in zip(row_sparse, merged, counts.T if row_sparse else []):
+            self._exchange_rows(p, ids, rows, per_rank, scale)
         self.steps += 1
 
     def _all_gather(self, tensor):
