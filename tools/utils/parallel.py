@@ -121,6 +121,10 @@ class SparseExchange:
         counts = self._all_gather(paddle.to_tensor([len(ids) for ids, _ in merged], dtype="int64")).numpy() \
             if row_sparse else None  # [ranks, tables]
         grads = [p._grad_ivar() for p in dense]
+        for p, g in zip(dense, grads):
+            if g is not None and g.is_selected_rows():  # looked up outside a sparse embedding layer
+                raise RuntimeError(f"data parallel: parameter {p.name} has a row-sparse gradient but is not the "
+                                   f"weight of a sparse embedding layer, whose rows the exchange sends")
         if dense:  # one all-reduce of all of them (gloo's latency per call is ~1.5 ms) and of a 1 per
             # gradient a rank has: which ones any rank has
             with paddle.no_grad():  # gradients, not graph nodes
