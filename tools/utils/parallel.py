@@ -20,8 +20,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from models.common.sharding import (ShardedTable, all_gather_rows, row_sharding, set_row_gradient, sharded_tables,
-                                    sum_rows)
+from models.common.sharding import (ShardedTable, all_gather_parts, all_gather_rows, row_sharding, set_row_gradient,
+                                    sharded_tables, sum_rows)
 from tools.utils.config import ConfigError
 
 
@@ -117,14 +117,14 @@ class SparseExchange:
             table.exchange_gradients(scale)
         row_sparse = [p for p in self.row_sparse if not p.stop_gradient]
         dense = [p for p in self.dense if not p.stop_gradient]
-        merged = [merged_rows(p) for p in row_sparse]  # one row per distinct id is sent
-        counts = self._all_gather(paddle.to_tensor([len(ids) for ids, _ in merged], dtype="int64")).numpy() \
-            if row_sparse else None  # [ranks, tables]
         grads = [p._grad_ivar() for p in dense]
         for p, g in zip(dense, grads):
             if g is not None and g.is_selected_rows():  # looked up outside a sparse embedding layer
                 raise RuntimeError(f"data parallel: parameter {p.name} has a row-sparse gradient but is not the "
                                    f"weight of a sparse embedding layer, whose rows the exchange sends")
+        merged = [merged_rows(p) for p in row_sparse]  # one row per distinct id is sent
+        counts = all_gather_rows(paddle.to_tensor([len(ids) for ids, _ in merged], dtype="int64")).numpy() \
+            if row_sparse else np.zeros([self.world_size, 0], dtype=np.int64)  # [ranks, tables]
         if dense:  # one all-reduce of all of them (gloo's latency per call is ~1.5 ms) and of a 1 per
             # gradient a rank has: which ones any rank has
             with paddle.no_grad():  # gradients, not graph nodes
@@ -140,26 +140,21 @@ class SparseExchange:
                         g.copy_(part.reshape(g.shape), False)
                 elif anyone:  # unused here, used on another rank: its average reaches this replica too
                     (p * part.reshape(p.shape)).sum().backward()
-        for p, (ids, rows), per_rank in zip(row_sparse, merged, counts.T if row_sparse else []):
+        for p, (ids, rows), per_rank in zip(row_sparse, merged, counts.T):
             self._exchange_rows(p, ids, rows, per_rank, scale)
         self.steps += 1
-
-    def _all_gather(self, tensor):
-        self._bytes_sent += tensor.numel().item() * tensor.element_size()
-        return all_gather_rows(tensor)
 
     def _exchange_rows(self, p, ids, rows, counts, scale):
         """All ranks' merged rows of table ``p`` (``counts`` of them per rank) as its gradient."""
         if not counts.max():
             return
         id_width = 8 // rows.itemsize  # each id's int64 as floats before its row
-        packed = np.zeros([counts.max(), id_width + rows.shape[1]], rows.dtype)
-        packed[:len(ids), :id_width] = ids.view(rows.dtype).reshape(-1, id_width)
-        packed[:len(ids), id_width:] = rows
-        gathered = self._all_gather(paddle.to_tensor(packed)).numpy()
-        all_ids = np.concatenate([np.ascontiguousarray(part[:n, :id_width]).view(np.int64).reshape(-1)
-                                  for part, n in zip(gathered, counts)])
-        all_rows = np.concatenate([part[:n, id_width:] for part, n in zip(gathered, counts)])
+        packed = np.concatenate([ids.view(rows.dtype).reshape(-1, id_width), rows], axis=1)
+        parts = [part.numpy() for part in all_gather_parts(paddle.to_tensor(packed), counts.tolist())]
+        self._bytes_sent += counts.max() * packed.shape[1] * packed.itemsize  # padded to the longest
+        all_ids = np.concatenate([np.ascontiguousarray(part[:, :id_width]).view(np.int64).reshape(-1)
+                                  for part in parts])
+        all_rows = np.concatenate([part[:, id_width:] for part in parts])
         # Merged again over the ranks (ascending runs, one per rank): lazy Adam merges repeated
         # rows itself, slower (38 against 15 ms a step)
         all_ids, all_rows = sum_rows(all_ids, all_rows)
@@ -170,11 +165,6 @@ def merged_rows(param):
     """(distinct ids ascending, their summed rows) of ``param``'s row-sparse gradient, as numpy."""
     grad = param._grad_ivar()
     if grad is None:
-        return np.zeros(0, dtype=np.int64), np.zeros([0, param.shape[1]], numpy_dtype(param.dtype))
+        return np.zeros(0, dtype=np.int64), paddle.zeros([0, param.shape[1]], param.dtype).numpy()
     rows = grad.rows()
     return sum_rows(np.fromiter(rows, np.int64, len(rows)), grad._get_tensor_from_selected_rows().numpy())
-
-
-def numpy_dtype(dtype):
-    """paddle.float32 -> numpy's float32."""
-    return np.dtype(str(dtype).split(".")[-1])
