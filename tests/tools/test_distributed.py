@@ -331,3 +331,31 @@ def test_the_exchange_averages_every_gradient_some_rank_has(tmp_path):
     for name, expected in reference.items():
         if expected is not None:
             np.testing.assert_allclose(exchanged[name], expected, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_the_barrier_waits_as_long_as_the_slowest_rank_takes(monkeypatch):
+    """``wait_for_all_ranks`` (checkpoints of large tables: rank 0 may save for minutes) counts the
+    ranks in on the launcher's store and never gives up - paddle's own barrier on gloo dies after
+    30 s. Here rank 1 calls in after 45 s (a fake store and clock); each barrier has its own key."""
+    import tools.utils.parallel as parallel
+    clock = [0.0]
+
+    class Store:
+        def __init__(self):
+            self.counts = {}
+
+        def add(self, key, value):
+            if value == 0 and clock[0] >= 45 and key not in arrived:  # the slow rank calls in
+                arrived.add(key)
+                self.counts[key] += 1
+            self.counts[key] = self.counts.get(key, 0) + value
+            return self.counts[key]
+
+    store, arrived = Store(), set()
+    monkeypatch.setattr(paddle.base.core, "create_or_get_global_tcp_store", lambda: store)
+    monkeypatch.setattr(parallel.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(parallel.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    parallel.wait_for_all_ranks()
+    assert clock[0] >= 45 and len(store.counts) == 1 and list(store.counts.values()) == [2]
+    parallel.wait_for_all_ranks()  # a second barrier: a new key, counted from 0
+    assert len(store.counts) == 2 and list(store.counts.values()) == [2, 2]
