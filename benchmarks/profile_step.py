@@ -14,6 +14,8 @@ inference forwards (op, calls, total ms, share), the slowest first.
 Under ``python -m paddle.distributed.launch --nproc_per_node N`` with ``-o runner.use_fleet=true``
 (and ``runner.embedding_sharding=row``) each rank times its own share of the batches, the
 gradient exchange as its own phase (tools/utils/parallel.py); each rank prints its line.
+``--no-exchange`` leaves the exchange out: the ranks' maths alone, side by side on the machine's
+cores - the bound any exchange is measured against (the replicas drift apart: timing, not training).
 """
 import argparse
 import json
@@ -77,6 +79,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--ops", action="store_true", help="also paddle's profiler, op by op")
     parser.add_argument("--top", type=int, default=25, help="ops listed per table (default 25)")
+    parser.add_argument("--no-exchange", action="store_true",
+                        help="several ranks: skip the gradient exchange (a bound for it, not training)")
     args = parser.parse_args(argv)
     paddle.set_flags({"FLAGS_paddle_num_threads": args.threads})
     overrides = list(args.opt) + [f"runner.train_batch_size={args.batch_size}"]
@@ -87,6 +91,8 @@ def main(argv=None):
     model = create_model(ctx)
     optimizer = dm.create_optimizer(model, config)
     model, exchange = distribute(ctx, model)
+    if args.no_exchange:
+        exchange = None
     metrics, _ = dm.create_metrics("train")
     dataset = create_dataset(load_reader(config, "train"), config, "train")
     batches = iter(create_loader(dataset, config, "train", 0, ctx.rank, ctx.world_size))
@@ -111,7 +117,7 @@ def main(argv=None):
     median = {name: round(statistics.median(times), 2) for name, times in phases.items()}
     median["train step"] = round(sum(v for k, v in median.items() if k != "infer forward"), 2)
     result = {"config": args.config, "overrides": args.opt, "threads": args.threads, "rank": ctx.rank,
-              "world_size": ctx.world_size,
+              "world_size": ctx.world_size, "exchange": exchange is not None,
               "batch_size": args.batch_size, "median_ms": median}
     if args.ops:
         cycle = iter(batches * 1000)

@@ -180,6 +180,39 @@ def test_data_parallel_benchmark_reports_every_setting(tmp_path):
     assert table["sharded 2x1"]["mb_per_step"] < table["dense 2x1"]["mb_per_step"] / 10
 
 
+def test_the_step_profiler_times_the_exchange_or_leaves_it_out(tmp_path):
+    """benchmarks/profile_step.py: one process times forward, backward and optimizer; 2 launched
+    ranks with row-sparse tables also the exchange, and with --no-exchange the maths alone (the
+    bound the exchange is measured against)."""
+    from tests.conftest import DEEPFM_CONFIG, write_criteo_like
+
+    write_criteo_like(tmp_path / "data", 512, seed=5)
+    command = [os.path.join(REPO, "benchmarks", "profile_step.py"), "-m", DEEPFM_CONFIG, "--data",
+               str(tmp_path / "data"), "--batch-size", "64", "--warmup", "1", "--steps", "2", "-o",
+               "hyper_parameters.sparse_feature_number=100000", "hyper_parameters.sparse_gradients=true",
+               "hyper_parameters.optimizer.lazy_mode=true", f"runner.data_cache_dir={tmp_path / 'cache'}"]
+    results = {}
+    one = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert one.returncode == 0, one.stderr[-3000:]
+    results["1"] = [json.loads(one.stdout.strip().splitlines()[-1])]
+    for name, extra in (("2", []), ("2 bound", ["--no-exchange"])):
+        logs = tmp_path / name.replace(" ", "_")
+        run = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+                              str(logs), *command, "runner.use_fleet=true", *extra],
+                             capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+        text = [open(logs / f"workerlog.{r}").read() for r in (0, 1)]
+        assert run.returncode == 0, "".join(t[-3000:] for t in text)
+        results[name] = [json.loads(re.findall(r"^\{.*\}$", t, re.M)[-1]) for t in text]
+    for name, ranks in results.items():
+        for rank, result in enumerate(ranks):
+            phases = result["median_ms"]
+            assert result["rank"] == rank and result["world_size"] == (1 if name == "1" else 2)
+            assert result["exchange"] == (name == "2") and ("exchange" in phases) == (name == "2")
+            assert {"forward+loss", "backward", "optimizer", "infer forward"} <= set(phases)
+            assert phases["train step"] == pytest.approx(sum(v for k, v in phases.items()
+                                                             if k not in ("train step", "infer forward")), abs=0.02)
+
+
 @pytest.mark.parametrize("init", [("normal", 0.1), ("truncated_normal", 0.05), "xavier_uniform"])
 def test_a_row_shard_starts_as_its_rows_of_the_whole_table(monkeypatch, init):
     """Each rank draws the whole table block by block and keeps its rows: the same values as one
