@@ -76,9 +76,9 @@ def all_gather_parts(tensor, counts):
     return [part[:n] for part, n in zip(all_gather_rows(tensor), counts)]
 
 
-def all_gather_counts(count):
-    """Every rank's ``count``, in rank order."""
-    return all_gather_rows(paddle.to_tensor([count], dtype="int64")).numpy().reshape(-1).tolist()
+def all_gather_counts(counts):
+    """Every rank's ``counts`` (ints, as many on every rank) -> int64 [world_size, len(counts)], in rank order."""
+    return all_gather_rows(paddle.to_tensor(counts, dtype="int64")).numpy()
 
 
 def sum_rows(ids, rows):
@@ -151,7 +151,7 @@ class ShardedTable(nn.Layer):
     def forward(self, ids):
         flat = np.asarray(ids.numpy(), dtype=np.int64).reshape(-1)
         mine, inverse = np.unique(flat, return_inverse=True)
-        requests = [p.numpy() for p in self._all_gather(paddle.to_tensor(mine), all_gather_counts(len(mine)))]
+        requests = [p.numpy() for p in self._all_gather(paddle.to_tensor(mine), all_gather_counts([len(mine)])[:, 0].tolist())]
         wanted = np.unique(np.concatenate(requests))  # each id once, whoever asked
         owners = wanted % self.world_size
         owned = wanted[owners == self.rank]

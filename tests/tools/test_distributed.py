@@ -26,16 +26,21 @@ def write_tiny_data(folder, rows, seed=0):
     frame.iloc[rows // 2:].to_csv(os.path.join(folder, "b.csv"), index=False)
 
 
-def launch(tmp_path, config, overrides, logs="logs", fails=False):
-    """tools/trainer.py on 2 launched CPU ranks -> {rank: its log}; asserts it succeeded (or, with
-    ``fails``, that it failed)."""
+def launch_script(tmp_path, script_args, logs="logs", fails=False):
+    """``script_args`` (a script and its arguments) on 2 launched CPU ranks -> {rank: its log};
+    asserts it succeeded (or, with ``fails``, that it failed)."""
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-               str(tmp_path / logs), os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o",
-               "runner.use_fleet=true", *overrides]
+               str(tmp_path / logs), *script_args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     text = {r: open(tmp_path / logs / f"workerlog.{r}").read() for r in (0, 1)}
     assert (result.returncode != 0) == fails, result.stdout[-3000:] + "".join(t[-3000:] for t in text.values())
     return text
+
+
+def launch(tmp_path, config, overrides, logs="logs", fails=False):
+    """tools/trainer.py on 2 launched CPU ranks (launch_script)."""
+    return launch_script(tmp_path, [os.path.join(REPO, "tools", "trainer.py"), "-m", config, "-o",
+                                    "runner.use_fleet=true", *overrides], logs, fails)
 
 
 def test_two_cpu_ranks_stay_in_sync_and_share_the_data(tmp_path):
@@ -196,13 +201,8 @@ def test_the_step_profiler_times_the_exchange_or_leaves_it_out(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     results["1"] = [json.loads(one.stdout.strip().splitlines()[-1])]
     for name, extra in (("2", []), ("2 bound", ["--no-exchange"])):
-        logs = tmp_path / name.replace(" ", "_")
-        run = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-                              str(logs), *command, "runner.use_fleet=true", *extra],
-                             capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-        text = [open(logs / f"workerlog.{r}").read() for r in (0, 1)]
-        assert run.returncode == 0, "".join(t[-3000:] for t in text)
-        results[name] = [json.loads(re.findall(r"^\{.*\}$", t, re.M)[-1]) for t in text]
+        logs = launch_script(tmp_path, [*command, "runner.use_fleet=true", *extra], logs=name.replace(" ", "_"))
+        results[name] = [json.loads(re.findall(r"^\{.*\}$", logs[r], re.M)[-1]) for r in (0, 1)]
     for name, ranks in results.items():
         for rank, result in enumerate(ranks):
             phases = result["median_ms"]
@@ -351,11 +351,7 @@ def test_the_exchange_averages_every_gradient_some_rank_has(tmp_path):
     for it) and none for a layer no rank used (Adam must skip it, as in one process)."""
     script = tmp_path / "exchange.py"
     script.write_text(EXCHANGE_SCRIPT)
-    result = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-                             "--log_dir", str(tmp_path / "logs"), str(script), REPO],
-                            capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    logs = [open(tmp_path / "logs" / f"workerlog.{r}").read() for r in (0, 1)]
-    assert result.returncode == 0, result.stdout[-2000:] + "".join(log[-2000:] for log in logs)
+    logs = launch_script(tmp_path, [str(script), REPO]).values()
     got = [json.loads(re.search(r"GRADS (.*)", log).group(1)) for log in logs]
     assert got[0]["exchanged"] == got[1]["exchanged"]  # the same bits on both ranks
     exchanged, reference = got[0]["exchanged"], got[0]["reference"]

@@ -20,8 +20,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from models.common.sharding import (ShardedTable, all_gather_parts, all_gather_rows, row_sharding, set_row_gradient,
-                                    sharded_tables, sum_rows)
+from models.common.sharding import (ShardedTable, all_gather_counts, all_gather_parts, row_sharding,
+                                    set_row_gradient, sharded_tables, sum_rows)
 from tools.utils.config import ConfigError
 
 
@@ -123,8 +123,8 @@ class SparseExchange:
                 raise RuntimeError(f"data parallel: parameter {p.name} has a row-sparse gradient but is not the "
                                    f"weight of a sparse embedding layer, whose rows the exchange sends")
         merged = [merged_rows(p) for p in row_sparse]  # one row per distinct id is sent
-        counts = all_gather_rows(paddle.to_tensor([len(ids) for ids, _ in merged], dtype="int64")).numpy() \
-            if row_sparse else np.zeros([self.world_size, 0], dtype=np.int64)  # [ranks, tables]
+        counts = all_gather_counts([len(ids) for ids, _ in merged]) if row_sparse \
+            else np.zeros([self.world_size, 0], dtype=np.int64)  # [ranks, tables]
         if dense:  # one all-reduce of all of them (gloo's latency per call is ~1.5 ms) and of a 1 per
             # gradient a rank has: which ones any rank has
             with paddle.no_grad():  # gradients, not graph nodes
